@@ -1,0 +1,28 @@
+"""byol_jax: BYOL without batch statistics, in JAX/Haiku."""
+import pathlib
+
+import setuptools
+
+HERE = pathlib.Path(__file__).parent
+
+
+def _requirements():
+  lines = (HERE / "requirements.txt").read_text().splitlines()
+  return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
+
+
+setuptools.setup(
+    name="byol_jax",
+    version="0.1.0",
+    description="BYOL with swappable normalization (BN, LN, GN, none) and weight "
+                "standardization, in JAX/Haiku.",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["byol_jax", "byol_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=_requirements(),
+    extras_require={
+        "test": ["pytest>=7"],
+        "experiments": ["matplotlib>=3.7"],
+    },
+)
