@@ -1,0 +1,159 @@
+"""Defaults shared by the config files in configs/, the `tiny` preset, and config validation.
+
+A config file builds on `base_config()`, sets what its method or paper row changes, and calls
+`apply_preset`. `validate` runs before any work starts, so a bad value fails in seconds with a
+message that names the key, the value and the valid choices.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+METHODS = ("byol", "simclr")
+NORMS = ("bn", "ln", "gn", "none")
+INITS = ("default", "bn_stats")
+DEPTHS = (18, 34, 50, 101, 152, 200)
+STEMS = ("imagenet", "cifar")
+PRESETS = ("", "tiny")
+VIEW_KEYS = ("color_jitter_prob", "brightness", "contrast", "saturation", "hue", "grayscale_prob",
+             "blur_prob", "blur_sigma_min", "blur_sigma_max", "solarize_prob")
+
+
+def _view(blur_prob, solarize_prob):
+  return ml_collections.ConfigDict(dict(
+      color_jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+      grayscale_prob=0.2, blur_prob=blur_prob, blur_sigma_min=0.1, blur_sigma_max=2.0,
+      solarize_prob=solarize_prob))
+
+
+def base_config():
+  """Vanilla BYOL, ResNet-50 with BN, on ImageNet, with the paper's hyper-parameters."""
+  c = ml_collections.ConfigDict()
+  c.method = "byol"
+  # Normalization: `norm` is the encoder's; the heads follow it unless set.
+  c.norm = "bn"
+  c.projector_norm = config_dict.placeholder(str)
+  c.predictor_norm = config_dict.placeholder(str)
+  c.weight_standardization = False
+  c.gn_groups = 16
+  c.bn_cross_replica = True  # BN statistics over the global batch, as the paper trains.
+  c.init = "default"  # `bn_stats`: the paper's modified init, with norm=none.
+  # Network.
+  c.depth = 50
+  c.width = 1
+  c.stem = "imagenet"
+  c.projector_hidden_size = 4096
+  c.projection_size = 256
+  c.predictor_hidden_size = 4096
+  # Optimization.
+  c.batch_size = 4096  # Global, over all devices of all hosts.
+  c.epochs = 1000
+  c.max_steps = config_dict.placeholder(int)  # Overrides epochs when set.
+  c.base_lr = 0.2  # Scaled by batch_size / 256.
+  c.weight_decay = 1.5e-6
+  c.warmup_epochs = 10
+  c.momentum = 0.9
+  c.trust_coefficient = 1e-3
+  c.tau_base = 0.996
+  c.temperature = 0.1  # SimCLR only.
+  c.probe_lr = 1e-3  # Adam on the online linear probe, which sees stop_gradient(features).
+  # Data.
+  c.dataset = "imagenet2012"
+  c.data_dir = config_dict.placeholder(str)
+  c.image_size = 224
+  c.shuffle_buffer = 10_000
+  c.view1 = _view(blur_prob=1.0, solarize_prob=0.0)
+  c.view2 = _view(blur_prob=0.1, solarize_prob=0.2)
+  # Run.
+  c.seed = 0
+  c.log_every = 100
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  # Evaluation after training (linear probe on frozen features, kNN).
+  c.eval = ml_collections.ConfigDict(dict(
+      linear_epochs=80, linear_batch_size=1024, linear_lr=0.4, knn_k=20, knn_temperature=0.07,
+      batch_size=1000, random_init_baseline=True))
+  return c
+
+
+def apply_preset(c, preset):
+  """`tiny`: the same recipe scaled to the embedded dataset and a 2-core CPU."""
+  if preset not in PRESETS:
+    raise ValueError(f"Unknown config preset {preset!r}; valid presets: {PRESETS[1:]} "
+                     "(e.g. --config=configs/byol_gn_ws.py:tiny), or none.")
+  if preset == "tiny":
+    c.dataset = "shapes10"
+    c.image_size = 32
+    c.depth = 18
+    c.stem = "cifar"
+    c.projector_hidden_size = 256
+    c.projection_size = 64
+    c.predictor_hidden_size = 256
+    c.batch_size = 128
+    c.epochs = 10
+    c.warmup_epochs = 1
+    c.shuffle_buffer = 2_000
+    c.log_every = 10
+    c.checkpoint_every = 100
+    c.eval.linear_epochs = 10
+    c.eval.linear_batch_size = 256
+    c.eval.batch_size = 500
+  return c
+
+
+def _choice(c, key, choices):
+  value = c[key]
+  if value not in choices:
+    raise ValueError(f"config.{key}={value!r} is not valid; choose one of {choices}.")
+
+
+def head_norms(c):
+  """(projector_norm, predictor_norm), each defaulting to the encoder's norm."""
+  return (c.projector_norm or c.norm, c.predictor_norm or c.norm)
+
+
+def validate(c):
+  """Fail fast, naming the key, the value and the fix, before any data or device is touched."""
+  _choice(c, "method", METHODS)
+  for key in ("norm", "projector_norm", "predictor_norm"):
+    if c[key] is not None:
+      _choice(c, key, NORMS)
+  _choice(c, "init", INITS)
+  _choice(c, "depth", DEPTHS)
+  _choice(c, "stem", STEMS)
+  if c.width not in (1, 2, 3, 4):
+    raise ValueError(f"config.width={c.width!r} is not valid; choose one of (1, 2, 3, 4).")
+  positive = ("batch_size", "epochs", "image_size", "log_every", "checkpoint_every",
+              "keep_checkpoints", "gn_groups", "projector_hidden_size", "projection_size",
+              "predictor_hidden_size")
+  for key in positive:
+    if not isinstance(c[key], int) or c[key] < 1:
+      raise ValueError(f"config.{key}={c[key]!r} must be a positive integer.")
+  if c.max_steps is not None and c.max_steps < 1:
+    raise ValueError(f"config.max_steps={c.max_steps!r} must be a positive integer (or unset to "
+                     "train for config.epochs).")
+  for key in ("base_lr", "probe_lr", "temperature"):
+    if not c[key] > 0:
+      raise ValueError(f"config.{key}={c[key]!r} must be > 0.")
+  if c.weight_decay < 0 or c.warmup_epochs < 0:
+    raise ValueError("config.weight_decay and config.warmup_epochs must be >= 0; got "
+                     f"{c.weight_decay!r} and {c.warmup_epochs!r}.")
+  if not 0 <= c.tau_base <= 1:
+    raise ValueError(f"config.tau_base={c.tau_base!r} must be in [0, 1].")
+  for view in ("view1", "view2"):
+    missing = sorted(set(VIEW_KEYS) - set(c[view].keys()))
+    if missing:
+      raise ValueError(f"config.{view} lacks {missing}; it needs all of {VIEW_KEYS}.")
+    for key in VIEW_KEYS:
+      if key.endswith("_prob") and not 0 <= c[view][key] <= 1:
+        raise ValueError(f"config.{view}.{key}={c[view][key]!r} must be a probability in [0, 1].")
+  if c.init == "bn_stats":
+    if c.method != "byol":
+      raise ValueError("config.init='bn_stats' is the modified init of BYOL without batch "
+                       f"statistics; it is not defined for config.method={c.method!r}.")
+    norms = dict(zip(("norm", "projector_norm", "predictor_norm"), (c.norm,) + head_norms(c)))
+    not_none = {k: v for k, v in norms.items() if v != "none"}
+    if not_none:
+      raise ValueError(
+          f"config.init='bn_stats' replaces BN by a scale and offset initialised from batch "
+          f"statistics, so every norm must be 'none', but {not_none} is set. Use "
+          "--config.norm=none (and leave projector_norm/predictor_norm unset), or init=default.")
+  return c

@@ -1,0 +1,16 @@
+"""BYOL with group norm (16 groups) and weight standardization: no batch statistics (73.9%).
+
+The paper's GN+WS hyper-parameters: base lr 0.24, weight decay 3e-8, tau_base 0.999.
+"""
+from byol_jax import config as config_lib
+
+
+def get_config(preset=""):
+  config = config_lib.base_config()
+  config.norm = "gn"
+  config.gn_groups = 16
+  config.weight_standardization = True
+  config.base_lr = 0.24
+  config.weight_decay = 3e-8
+  config.tau_base = 0.999
+  return config_lib.apply_preset(config, preset)

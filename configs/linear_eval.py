@@ -1,0 +1,29 @@
+"""Linear evaluation of an exported encoder (frozen), plus kNN; writes WORKDIR/eval.json.
+
+    python -m byol_jax.main --config=configs/linear_eval.py \
+        --config.encoder_dir=WORKDIR/encoder --workdir=EVAL_DIR
+
+The paper's protocol: a linear classifier on frozen features, SGD with Nesterov momentum 0.9, no
+weight decay, 80 epochs on random-crop + flip views, tested on centre crops (224 of 256).
+`dataset` and `image_size` default to those the encoder was trained with.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+from byol_jax import config as config_lib
+
+
+def get_config(preset=""):
+  config = ml_collections.ConfigDict()
+  config.mode = "linear_eval"
+  config.encoder_dir = config_dict.placeholder(str)
+  config.dataset = config_dict.placeholder(str)
+  config.data_dir = config_dict.placeholder(str)
+  config.image_size = config_dict.placeholder(int)
+  config.seed = 0
+  config.eval = config_lib.base_config().eval
+  if preset == "tiny":
+    config.eval = config_lib.apply_preset(config_lib.base_config(), "tiny").eval
+  elif preset:
+    raise ValueError(f"Unknown config preset {preset!r}; valid presets: ('tiny',), or none.")
+  return config

@@ -1,0 +1,99 @@
+"""Config files load and validate; every bad value fails with the key, the value and the choices."""
+import importlib.util
+import pathlib
+
+import pytest
+
+from byol_jax import config as config_lib
+
+CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
+TRAINING_CONFIGS = ("byol", "byol_gn_ws", "byol_bn_stats", "simclr")
+
+
+def load(name, preset=""):
+  spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
+@pytest.mark.parametrize("name", TRAINING_CONFIGS)
+@pytest.mark.parametrize("preset", ["", "tiny"])
+def test_training_configs_validate(name, preset):
+  config = config_lib.validate(load(name, preset))
+  if preset == "tiny":
+    assert config.dataset == "shapes10" and config.depth == 18
+
+
+def test_paper_hyper_parameters():
+  gn = load("byol_gn_ws")
+  assert (gn.norm, gn.gn_groups, gn.weight_standardization) == ("gn", 16, True)
+  assert (gn.base_lr, gn.weight_decay, gn.tau_base) == (0.24, 3e-8, 0.999)
+  bn = load("byol")
+  assert (bn.base_lr, bn.weight_decay, bn.tau_base, bn.warmup_epochs) == (0.2, 1.5e-6, 0.996, 10)
+  stats = load("byol_bn_stats")
+  assert (stats.norm, stats.init, stats.warmup_epochs) == ("none", "bn_stats", 50)
+  assert load("simclr").method == "simclr"
+
+
+def test_heads_follow_the_encoder_norm_unless_set():
+  config = load("byol")
+  config.norm = "ln"
+  assert config_lib.head_norms(config) == ("ln", "ln")
+  config.predictor_norm = "none"
+  assert config_lib.head_norms(config) == ("ln", "none")
+
+
+@pytest.mark.parametrize("name", ["byol", "byol_gn_ws"])
+def test_bn_stats_override_works_from_any_byol_config(name):
+  config = load(name, "tiny")
+  config.norm, config.init = "none", "bn_stats"
+  config_lib.validate(config)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("norm", "batchnorm", "config.norm='batchnorm' is not valid; choose one of ('bn', 'ln', 'gn', "
+                          "'none')"),
+    ("method", "moco", "config.method='moco' is not valid"),
+    ("init", "zeros", "config.init='zeros' is not valid"),
+    ("depth", 42, "config.depth=42 is not valid; choose one of (18, 34, 50, 101, 152, 200)"),
+    ("stem", "vit", "config.stem='vit'"),
+    ("width", 8, "config.width=8"),
+    ("batch_size", 0, "config.batch_size=0 must be a positive integer"),
+    ("base_lr", -1.0, "config.base_lr=-1.0 must be > 0"),
+    ("tau_base", 1.5, "config.tau_base=1.5 must be in [0, 1]"),
+    ("max_steps", 0, "config.max_steps=0 must be a positive integer"),
+])
+def test_bad_values_name_key_value_and_choices(key, value, expected):
+  config = load("byol")
+  config[key] = value
+  with pytest.raises(ValueError) as error:
+    config_lib.validate(config)
+  assert expected in str(error.value)
+
+
+def test_bad_view_probability():
+  config = load("byol")
+  config.view2.solarize_prob = 2.0
+  with pytest.raises(ValueError, match=r"config.view2.solarize_prob=2.0 must be a probability"):
+    config_lib.validate(config)
+
+
+def test_bn_stats_with_batch_norm_is_refused():
+  config = load("byol")
+  config.init = "bn_stats"
+  with pytest.raises(ValueError, match=r"every norm must be 'none', but \{'norm': 'bn', "
+                                       r"'projector_norm': 'bn', 'predictor_norm': 'bn'\}"):
+    config_lib.validate(config)
+
+
+def test_bn_stats_with_simclr_is_refused():
+  config = load("simclr")
+  config.norm, config.init = "none", "bn_stats"
+  with pytest.raises(ValueError, match="not defined for config.method='simclr'"):
+    config_lib.validate(config)
+
+
+def test_unknown_preset():
+  with pytest.raises(ValueError, match="Unknown config preset 'huge'"):
+    load("byol", "huge")
