@@ -1,0 +1,45 @@
+"""Networks of byol_jax: the encoder, the MLP heads and their norms.
+
+All are Haiku modules (build them inside hk.transform_with_state) called as
+`module(x, is_training)` on channels-last float inputs.
+
+- `ResNet(depth, width, stem, norm, weight_standardization, ...)`: ResNet v1
+  (18, 34, 50, 101, 152, 200) returning the pooled embedding, 512 * width
+  (18, 34) or 2048 * width. `stem="cifar"` is a 3x3/1 conv without max-pool.
+- `MLP(hidden_size, output_size, norm, weight_standardization, ...)`: the
+  projector / predictor, Linear -> norm -> ReLU -> Linear (no bias).
+- `make_norm(kind, name=...)`: `norm(x, is_training)` for kind in
+  `NORMS = ("bn", "ln", "gn", "none")` or "affine" (per-channel trainable
+  scale and offset, no statistics: the network of the modified init). Every
+  kind with parameters makes one module called `name` holding exactly "scale"
+  and "offset", so a layer's path does not depend on the kind. Shapes: (C,)
+  for ln/gn/affine; hk.BatchNorm's broadcast shape (1, ..., 1, C) for bn, whose
+  moving averages are in the state under `<path>/~/mean_ema` and `var_ema`.
+- `is_last_block_norm(path)`: whether a params key is the last norm of a
+  residual block's main path (`.../stage{s}_block{b}/~/last_norm`), the one
+  initialised with scale 0.
+- `standardize_weight`, `WSConv2D`, `WSLinear`: weight standardization per
+  output unit over the fan-in (eps 1e-4), drop-in for hk.Conv2D / hk.Linear
+  with the same parameters.
+"""
+from byol_jax.nets.layers import make_norm
+from byol_jax.nets.layers import NORMS
+from byol_jax.nets.layers import standardize_weight
+from byol_jax.nets.layers import WSConv2D
+from byol_jax.nets.layers import WSLinear
+from byol_jax.nets.mlp import MLP
+from byol_jax.nets.resnet import is_last_block_norm
+from byol_jax.nets.resnet import ResNet
+from byol_jax.nets.resnet import STEMS
+
+__all__ = (
+    "MLP",
+    "NORMS",
+    "ResNet",
+    "STEMS",
+    "WSConv2D",
+    "WSLinear",
+    "is_last_block_norm",
+    "make_norm",
+    "standardize_weight",
+)

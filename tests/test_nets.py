@@ -1,0 +1,359 @@
+"""Tests of byol_jax.nets: shapes, counts, WS, batch (in)dependence, errors."""
+import functools
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from byol_jax import nets
+
+_ALL_NORMS = nets.NORMS + ("affine",)
+_RNG = jax.random.PRNGKey(0)
+# Small ResNet inputs, one shape for all tests that run ops (op by op, not
+# jitted), so the ops compiled for one test serve the others.
+_IMAGES = (4, 8, 8, 3)
+
+
+def _resnet(**kwargs):
+  return hk.transform_with_state(
+      lambda x, is_training: nets.ResNet(**kwargs)(x, is_training))
+
+
+def _mlp(**kwargs):
+  return hk.transform_with_state(
+      lambda x, is_training: nets.MLP(**kwargs)(x, is_training))
+
+
+def _abstract_params(f, shape=(1, 32, 32, 3)):
+  """Parameter shapes without running anything (cheap even for ResNet-50)."""
+  return jax.eval_shape(lambda x: f.init(_RNG, x, True)[0], jnp.zeros(shape))
+
+
+def _count(params):
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
+def _norm_paths(params):
+  return sorted(k for k, v in params.items() if "scale" in v)
+
+
+# Torchvision's resnet50 / resnet18 minus the 1000-way fc layer. Without norm
+# parameters, 2 x (norm channels): 26,560 for ResNet-50 (stem 64, 6c per
+# bottleneck, 4c per projection) and 4,800 for ResNet-18.
+_EXPECTED_COUNTS = {
+    (50, True): 23_508_032, (50, False): 23_508_032 - 2 * 26_560,
+    (18, True): 11_176_512, (18, False): 11_176_512 - 2 * 4_800,
+}
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("norm", _ALL_NORMS)
+def test_resnet_parameter_count(depth, norm):
+  params = _abstract_params(_resnet(depth=depth, norm=norm))
+  assert _count(params) == _EXPECTED_COUNTS[(depth, norm != "none")]
+
+
+def test_module_paths_identical_for_every_norm_and_ws():
+  paths = {
+      (norm, ws): sorted(_abstract_params(
+          _resnet(depth=18, norm=norm, weight_standardization=ws)))
+      for norm in ("bn", "ln", "gn", "affine") for ws in (False, True)}
+  reference = paths[("bn", False)]
+  assert all(p == reference for p in paths.values())
+  norms = _norm_paths(_abstract_params(_resnet(depth=18, norm="gn")))
+  assert len(norms) == 1 + 8 * 2 + 3  # Stem, 2 per block, 3 projections.
+
+
+def test_ws_adds_no_parameters():
+  plain = _abstract_params(_resnet(depth=18, norm="gn"))
+  ws = _abstract_params(_resnet(depth=18, norm="gn",
+                                weight_standardization=True))
+  assert jax.tree.map(jnp.shape, plain) == jax.tree.map(jnp.shape, ws)
+
+
+@pytest.mark.parametrize(
+    "depth,width,stem,size,dim,last_spatial",
+    [(18, 1, "cifar", 32, 512, 4), (18, 1, "imagenet", 64, 512, 2),
+     (18, 2, "cifar", 32, 1024, 4), (50, 1, "imagenet", 64, 2048, 2),
+     (50, 2, "cifar", 16, 4096, 2)])
+def test_resnet_output_shape(depth, width, stem, size, dim, last_spatial):
+  block_inputs = []
+
+  def record(next_f, args, kwargs, context):
+    if context.method_name == "__call__" and "stage4" in context.module.name:
+      block_inputs.append(args[0].shape)
+    return next_f(*args, **kwargs)
+
+  def forward(x):
+    with hk.intercept_methods(record):
+      return nets.ResNet(depth=depth, width=width, stem=stem)(x, True)
+
+  f = hk.transform_with_state(forward)
+  x = jnp.zeros((2, size, size, 3))
+  params, state = jax.eval_shape(f.init, _RNG, x)
+  out, _ = jax.eval_shape(f.apply, params, state, None, x)
+  assert out.shape == (2, dim)
+  # The last block sees the stem's downsampling (x4 for imagenet, x1 cifar).
+  assert block_inputs[-1][1:3] == (last_spatial, last_spatial)
+  kernel = 7 if stem == "imagenet" else 3
+  assert params["res_net/~/stem_conv"]["w"].shape == (
+      kernel, kernel, 3, 64 * width)
+
+
+def test_mlp_shapes_and_names():
+  f = _mlp(hidden_size=32, output_size=8, norm="gn", gn_groups=4)
+  params = _abstract_params(f, (3, 16))
+  assert jax.tree.map(jnp.shape, params) == {
+      "mlp/~/linear_0": {"w": (16, 32), "b": (32,)},
+      "mlp/~/norm": {"scale": (32,), "offset": (32,)},
+      "mlp/~/linear_1": {"w": (32, 8)},
+  }
+
+
+# Weight standardization.
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 8, 16), (20, 5), (1, 1, 4, 6)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_standardized_weight_statistics(shape, seed):
+  rng = np.random.default_rng(seed)
+  w = rng.normal(rng.normal(), rng.uniform(0.5, 3), shape).astype(np.float32)
+  eps = 1e-4
+  ws = np.asarray(nets.standardize_weight(jnp.asarray(w), eps))
+  axes = tuple(range(len(shape) - 1))
+  np.testing.assert_allclose(ws.mean(axes), 0, atol=1e-5)
+  # Unit variance up to eps: exactly var / (var + eps).
+  var = w.var(axes)
+  np.testing.assert_allclose(ws.var(axes), var / (var + eps), rtol=1e-4)
+  assert np.all(np.abs(ws.var(axes) - 1) <= eps / var + 1e-5)
+
+
+def _ws_pair(kind):
+  """(ws_layer, plain_layer, input shape) for a conv or a linear."""
+  if kind == "conv":
+    make = lambda cls: lambda x: cls(6, kernel_shape=3, stride=2, name="l")(x)
+    fns, shape = (make(nets.WSConv2D), make(hk.Conv2D)), (2, 8, 8, 4)
+  else:
+    make = lambda cls: lambda x: cls(6, name="l")(x)
+    fns, shape = (make(nets.WSLinear), make(hk.Linear)), (2, 5)
+  return (*(hk.without_apply_rng(hk.transform(f)) for f in fns), shape)
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_ws_layer_equals_plain_layer_on_standardized_weight(kind):
+  ws_layer, plain_layer, shape = _ws_pair(kind)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=shape).astype(np.float32)
+  abstract = jax.eval_shape(ws_layer.init, _RNG, x)
+  assert abstract == jax.eval_shape(plain_layer.init, _RNG, x)  # No extras.
+  params = jax.tree.map(
+      lambda a: rng.normal(0.5, 2.0, a.shape).astype(np.float32), abstract)
+
+  @jax.jit
+  def outputs(params):
+    layer = params["l"]
+    standardized = {"l": dict(layer, w=nets.standardize_weight(layer["w"]))}
+    moved = {"l": dict(layer, w=3 * layer["w"] - 1)}
+    loss = lambda p: jnp.sum(jnp.sin(ws_layer.apply(p, x)))
+    return (ws_layer.apply(params, x), plain_layer.apply(standardized, x),
+            plain_layer.apply(params, x), ws_layer.apply(moved, x),
+            jax.grad(loss)(params)["l"]["w"])
+
+  ws_out, want, raw_out, moved_out, grad = outputs(params)
+  np.testing.assert_allclose(ws_out, want, rtol=1e-5, atol=1e-5)
+  # Raw weights are not the effective ones (so the check above has teeth).
+  assert not np.allclose(raw_out, ws_out, rtol=1e-2, atol=1e-2)
+  # Invariant to shifting and rescaling the raw weights (up to eps).
+  np.testing.assert_allclose(moved_out, ws_out, rtol=1e-3, atol=1e-3)
+  assert np.all(np.isfinite(grad)) and np.any(np.abs(grad) > 1e-6)
+
+
+@pytest.mark.parametrize("ws", [False, True])
+def test_resnet_ws_uses_ws_conv_everywhere(ws):
+  convs = {}
+
+  def record(next_f, args, kwargs, context):
+    if (context.method_name == "__call__"
+        and isinstance(context.module, hk.Conv2D)):
+      convs[context.module.module_name] = type(context.module)
+    return next_f(*args, **kwargs)
+
+  def forward(x):
+    with hk.intercept_methods(record):
+      return nets.ResNet(depth=18, weight_standardization=ws)(x, True)
+
+  jax.eval_shape(hk.transform_with_state(forward).init, _RNG,
+                 jnp.zeros(_IMAGES))
+  assert len(convs) == 1 + 8 * 2 + 3
+  want = nets.WSConv2D if ws else hk.Conv2D
+  assert set(convs.values()) == {want}
+
+
+# Batch (in)dependence: sample 0's output must not see samples 1.. unless BN.
+
+
+def _check_batch_dependence(apply_fn, shape, depends, trials=3):
+  rng = np.random.default_rng(0)
+  for _ in range(trials):
+    x = rng.normal(size=shape).astype(np.float32)
+    other = x.copy()
+    other[1:] = rng.normal(2.0, 3.0, size=other[1:].shape)
+    out, out_other = apply_fn(x), apply_fn(other)
+    assert np.all(np.isfinite(out))
+    if depends:
+      assert not np.allclose(out[0], out_other[0], rtol=1e-3, atol=1e-4)
+    else:
+      np.testing.assert_allclose(out[0], out_other[0], rtol=1e-4, atol=1e-5)
+
+
+def _random_params(params):
+  """Perturbs norm scales/offsets away from 1/0, so they matter too."""
+  rng = np.random.default_rng(7)
+  return jax.tree.map(
+      lambda v: v + 0.1 * rng.normal(size=v.shape).astype(v.dtype), params)
+
+
+@pytest.mark.parametrize("norm,ws", [
+    ("gn", False), ("gn", True), ("ln", False), ("ln", True),
+    ("none", False), ("none", True), ("affine", False), ("affine", True),
+    ("bn", False)])
+def test_resnet_batch_independence(norm, ws):
+  f = _resnet(depth=18, stem="cifar", norm=norm, weight_standardization=ws,
+              gn_groups=4, zero_init_last_norm=False)
+  shape = _IMAGES
+  params, state = f.init(_RNG, jnp.zeros(shape), True)
+  params = _random_params(params)
+  # Op by op: the compiled ops are shared by every norm kind, unlike a jit.
+  apply_fn = lambda x: f.apply(params, state, None, x, True)[0]
+  _check_batch_dependence(apply_fn, shape, depends=norm == "bn")
+
+
+@pytest.mark.parametrize("norm", _ALL_NORMS)
+@pytest.mark.parametrize("ws", [False, True])
+def test_mlp_batch_independence(norm, ws):
+  f = _mlp(hidden_size=32, output_size=8, norm=norm, gn_groups=4,
+           weight_standardization=ws)
+  shape = (5, 12)
+  params, state = f.init(_RNG, jnp.zeros(shape), True)
+  params = _random_params(params)
+  apply_fn = lambda x: f.apply(params, state, None, x, True)[0]
+  _check_batch_dependence(apply_fn, shape, depends=norm == "bn")
+
+
+def test_bn_eval_on_batch_of_one_uses_moving_averages():
+  f = _resnet(depth=18, stem="cifar", norm="bn", zero_init_last_norm=False)
+  x = jax.random.normal(_RNG, _IMAGES)
+  params, state = f.init(_RNG, x, True)
+  _, state = f.apply(params, state, None, x, True)
+  evaluate = lambda x: f.apply(params, state, None, x, False)[0]
+  one = evaluate(x[:1])
+  assert one.shape == (1, 512) and np.all(np.isfinite(one))
+  # Float error of the deep net only; batch statistics would differ by O(1).
+  np.testing.assert_allclose(one, evaluate(x)[:1], rtol=2e-3, atol=1e-3)
+
+
+def test_cross_replica_bn_matches_global_batch():
+  num_devices = 4
+  assert jax.local_device_count() >= num_devices, "see tests/conftest.py"
+
+  def forward(x, is_training, axis):
+    features = nets.ResNet(depth=18, stem="cifar", norm="bn",
+                           bn_cross_replica_axis=axis,
+                           zero_init_last_norm=False)(x, is_training)
+    return nets.MLP(hidden_size=16, output_size=4, norm="bn",
+                    bn_cross_replica_axis=axis)(features, is_training)
+
+  single = hk.transform_with_state(functools.partial(forward, axis=None))
+  replicated = hk.transform_with_state(functools.partial(forward, axis="i"))
+  x = jax.random.normal(_RNG, _IMAGES) * 2 + 1
+  params, state = single.init(_RNG, x, True)
+  params = _random_params(params)
+  want, want_state = single.apply(params, state, None, x, True)
+
+  broadcast = lambda t: jax.tree.map(
+      lambda v: jnp.broadcast_to(v, (num_devices,) + v.shape), t)
+  got, got_state = jax.pmap(
+      lambda p, s, x: replicated.apply(p, s, None, x, True), axis_name="i")(
+          broadcast(params), broadcast(state), x.reshape(num_devices, -1,
+                                                         *x.shape[1:]))
+  np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4,
+                             atol=1e-4)
+  for k in range(num_devices):
+    jax.tree.map(
+        functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
+        jax.tree.map(lambda v: v[k], got_state), want_state)
+
+
+# Zero-init of the last norm of each block.
+
+
+@pytest.mark.parametrize("depth,blocks", [(18, 8), (50, 16)])
+def test_is_last_block_norm_one_per_block(depth, blocks):
+  paths = _norm_paths(_abstract_params(_resnet(depth=depth, norm="gn")))
+  last = [p for p in paths if nets.is_last_block_norm(p)]
+  assert len(last) == blocks
+  block_of = lambda p: p.rsplit("/~/", 1)[0]
+  assert len({block_of(p) for p in last}) == blocks
+  assert {block_of(p) for p in paths if "block" in p} == {
+      block_of(p) for p in last}
+  assert not nets.is_last_block_norm("res_net/~/stem_norm")
+  assert not nets.is_last_block_norm(
+      "res_net/~/stage1_block0/~/last_norm/~/mean_ema")
+  assert nets.is_last_block_norm(
+      "encoder/~/res_net/~/stage2_block1/~/last_norm")
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln", "affine"])
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_last_block_norm_scale_init(norm, zero_init):
+  f = _resnet(depth=18, stem="cifar", norm=norm,
+              zero_init_last_norm=zero_init)
+  params, _ = f.init(_RNG, jnp.zeros(_IMAGES), True)
+  for path in _norm_paths(params):
+    scale = params[path]["scale"]
+    want = 0.0 if zero_init and nets.is_last_block_norm(path) else 1.0
+    np.testing.assert_array_equal(scale, want)
+    np.testing.assert_array_equal(params[path]["offset"], 0.0)
+
+
+# Errors.
+
+
+def _init(f, shape=_IMAGES):
+  return f.init(_RNG, jnp.zeros(shape), True)
+
+
+def test_unknown_norm_error():
+  with pytest.raises(ValueError) as e:
+    _init(_resnet(depth=18, norm="batchnorm"))
+  for fragment in ("stem_norm", "'batchnorm'", "'bn'", "'ln'", "'gn'",
+                   "'none'", "'affine'"):
+    assert fragment in str(e.value)
+  with pytest.raises(ValueError, match="'norm'.*'layer'"):
+    _init(_mlp(norm="layer"), (2, 4))
+
+
+def test_bad_group_count_error():
+  with pytest.raises(ValueError) as e:
+    _init(_resnet(depth=18, stem="cifar", norm="gn", gn_groups=3))
+  message = str(e.value)
+  assert "res_net/~/stem_norm" in message
+  assert "gn_groups=3" in message and "64 channels" in message
+  assert "1, 2, 4, 8, 16, 32, 64" in message
+  with pytest.raises(ValueError, match="gn_groups must be >= 1"):
+    _init(_resnet(depth=18, norm="gn", gn_groups=0))
+
+
+@pytest.mark.parametrize("kwargs,fragments", [
+    (dict(depth=42), ("42", "18, 34, 50, 101, 152, 200")),
+    (dict(stem="tiny"), ("'tiny'", "'imagenet'", "'cifar'")),
+    (dict(width=5), ("width", "1..4", "5")),
+    (dict(width=1.5), ("width", "1.5")),
+])
+def test_resnet_argument_errors(kwargs, fragments):
+  with pytest.raises(ValueError) as e:
+    _init(_resnet(**kwargs))
+  for fragment in fragments:
+    assert fragment in str(e.value)
