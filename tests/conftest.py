@@ -1,7 +1,15 @@
-"""Test set-up: 4 fake CPU devices, so the mapped step and cross-replica reductions really run."""
+"""Test set-up: 4 fake CPU devices, so the mapped step and cross-replica reductions really run.
+
+Compiled programs are cached on disk (JAX's persistent cache), so the many identical ResNet steps
+that the tests and their subprocesses compile are compiled once per machine.
+"""
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "byol_jax_test_jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")

@@ -1,0 +1,285 @@
+"""The train state, the per-replica update of BYOL and SimCLR, and its mapping over devices.
+
+`per_replica_update` is written once for one replica's slice of the global batch. Every reduction
+that must span the global batch (gradient mean, cross-replica BN statistics, SimCLR negatives,
+metrics) names the mapped axis `AXIS`; `jax.pmap` over the local devices of every host then spans
+all devices of all hosts. One device with batch B and N devices with B/N each give the same numbers.
+
+Target network and BN: the target is an EMA of the online parameters, xi <- tau xi + (1 - tau) theta,
+leaf by leaf, in the same step. As in the official BYOL code, the target runs its BN layers in
+training mode on its own views (batch statistics, never the online network's), and its BN moving
+averages are updated by its own forward passes, not averaged from the online network's. Those
+moving averages are used only if the target itself is evaluated; evaluation uses the online encoder.
+"""
+import functools
+from typing import Any, NamedTuple, Optional
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from byol_jax import config as config_lib
+from byol_jax import losses
+from byol_jax import nets
+from byol_jax import optim
+from byol_jax.data import augment
+
+AXIS = "batch"
+
+
+class TrainState(NamedTuple):
+  """Everything a step reads and writes. Target fields are None for SimCLR."""
+  step: Any
+  online_params: hk.Params
+  online_state: hk.State
+  target_params: Optional[hk.Params]
+  target_state: Optional[hk.State]
+  opt_state: optax.OptState
+  probe_params: hk.Params
+  probe_opt_state: optax.OptState
+
+
+def network_norms(config, *, bn_stats_pass=False):
+  """Norm kind of (encoder, projector, predictor).
+
+  With init=bn_stats every norm is `affine` (BN's scale and offset, no statistics), and the one
+  forward pass that measures the statistics runs the same network with `bn` in their place.
+  """
+  if config.init == "bn_stats":
+    kind = "bn" if bn_stats_pass else "affine"
+    return kind, kind, kind
+  return (config.norm,) + config_lib.head_norms(config)
+
+
+def network_fn(config, *, bn_stats_pass=False):
+  """(images, is_training) -> {embedding, projection[, prediction]}, to be hk.transformed."""
+  encoder_norm, projector_norm, predictor_norm = network_norms(config, bn_stats_pass=bn_stats_pass)
+  common = dict(
+      weight_standardization=config.weight_standardization, gn_groups=config.gn_groups,
+      bn_cross_replica_axis=AXIS if config.bn_cross_replica else None,
+      # Decay 0 makes the moving averages of the statistics pass equal its batch statistics.
+      bn_decay_rate=0.0 if bn_stats_pass else 0.9)
+
+  def forward(images, is_training):
+    embedding = nets.ResNet(depth=config.depth, width=config.width, stem=config.stem,
+                            norm=encoder_norm, name="encoder", **common)(images, is_training)
+    projection = nets.MLP(config.projector_hidden_size, config.projection_size,
+                          norm=projector_norm, name="projector", **common)(embedding, is_training)
+    outputs = dict(embedding=embedding, projection=projection)
+    if config.method == "byol":
+      outputs["prediction"] = nets.MLP(
+          config.predictor_hidden_size, config.projection_size, norm=predictor_norm,
+          name="predictor", **common)(projection, is_training)
+    return outputs
+
+  return forward
+
+
+def make_network(config, *, bn_stats_pass=False):
+  """The online/target network as hk.transform_with_state (see network_fn)."""
+  return hk.transform_with_state(network_fn(config, bn_stats_pass=bn_stats_pass))
+
+
+def make_probe(num_classes):
+  """The online linear probe on frozen (stop_gradient) encoder features."""
+  return hk.without_apply_rng(hk.transform(lambda x: hk.Linear(num_classes, name="probe")(x)))
+
+
+class Schedules(NamedTuple):
+  learning_rate: Any
+  tau: Any
+
+
+def make_schedules(config, steps_per_epoch):
+  total = total_steps(config, steps_per_epoch)
+  return Schedules(
+      learning_rate=optim.learning_rate_schedule(
+          base_lr=config.base_lr, batch_size=config.batch_size, total_steps=total,
+          warmup_steps=int(round(config.warmup_epochs * steps_per_epoch))),
+      tau=optim.tau_schedule(tau_base=config.tau_base, total_steps=total))
+
+
+def total_steps(config, steps_per_epoch):
+  return config.max_steps or config.epochs * steps_per_epoch
+
+
+def make_optimizers(config, schedules):
+  return (optim.lars(schedules.learning_rate, weight_decay=config.weight_decay,
+                     momentum=config.momentum, trust_coefficient=config.trust_coefficient),
+          optax.adam(config.probe_lr))
+
+
+def _untrained_bn_state(state):
+  """BN moving averages before any step: mean 0, variance 1, EMA counters and accumulators 0.
+
+  Haiku's init runs one training-mode pass that already folds the dummy batch into the averages;
+  resetting them makes evaluation-mode BN of an untrained network the identity (as in PyTorch),
+  and the first training step then starts the zero-debiased averages from scratch.
+  """
+  def reset(path, value):
+    module, name = path[0].key, path[1].key
+    if module.endswith("/~/var_ema") and name == "average":
+      return jnp.ones_like(value)
+    return jnp.zeros_like(value)
+  return jax.tree_util.tree_map_with_path(reset, state)
+
+
+def init_network(network, rng, images):
+  """(params, state) of a transformed network; jitted, as op-by-op init of a ResNet is slow.
+
+  BN can only be initialised in training mode, which with cross-replica statistics needs the
+  mapped axis: a size-1 vmap binds it.
+  """
+  def init(rng, images):
+    return network.init(rng, images, is_training=True)
+
+  @jax.jit
+  def init_one(rng, images):
+    params, state = jax.vmap(init, in_axes=None, axis_size=1, axis_name=AXIS)(rng, images)
+    return jax.tree.map(lambda x: x[0], (params, state))
+
+  params, state = init_one(rng, images)
+  return params, _untrained_bn_state(state)
+
+
+def init_state(config, rng, *, image_shape, num_classes, steps_per_epoch) -> TrainState:
+  """A fresh state on the host: one copy, not replicated. The target starts as the online copy."""
+  network = make_network(config)
+  probe = make_probe(num_classes)
+  net_rng, probe_rng = jax.random.split(rng)
+  dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  params, state = init_network(network, net_rng, dummy)
+  outputs, _ = jax.eval_shape(
+      functools.partial(network.apply, is_training=False), params, state, None, dummy)
+  probe_params = probe.init(probe_rng, jnp.zeros(outputs["embedding"].shape))
+  optimizer, probe_optimizer = make_optimizers(config, make_schedules(config, steps_per_epoch))
+  is_byol = config.method == "byol"
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), online_params=params, online_state=state,
+      target_params=params if is_byol else None, target_state=state if is_byol else None,
+      opt_state=optimizer.init(params), probe_params=probe_params,
+      probe_opt_state=probe_optimizer.init(probe_params))
+
+
+def augment_views(config, batch, step):
+  """The on-device BYOL augmentations of both views, each example keyed by its global position."""
+  views = []
+  for view_index, view_name in enumerate(("view1", "view2")):
+    keys = augment.example_keys(config.seed, step, batch["index"], view_index)
+    views.append(augment.augment_view(batch[view_name], keys, config[view_name].to_dict()))
+  return views
+
+
+def _mean_over_replicas(tree):
+  return jax.lax.pmean(tree, axis_name=AXIS)
+
+
+def make_loss_fn(config, network, probe):
+  """loss_fn(online_params, probe_params, online_state, views, targets, labels) -> (loss, aux).
+
+  The returned loss is the method's loss plus the probe's; the probe sees stop_gradient(features),
+  so its loss sends no gradient into the encoder, and `targets` (the target network's outputs)
+  enter only under stop_gradient.
+  """
+  is_byol = config.method == "byol"
+
+  def loss_fn(online_params, probe_params, online_state, views, targets, labels):
+    outputs = []
+    for view in views:
+      out, online_state = network.apply(online_params, online_state, None, view, is_training=True)
+      outputs.append(out)
+    if is_byol:
+      loss = losses.byol_loss(outputs[0]["prediction"], outputs[1]["prediction"],
+                              targets[0]["projection"], targets[1]["projection"])
+    else:
+      loss = losses.infonce_loss(outputs[0]["projection"], outputs[1]["projection"],
+                                 config.temperature, axis_name=AXIS)
+    embeddings = jnp.concatenate([outputs[0]["embedding"], outputs[1]["embedding"]])
+    logits = probe.apply(probe_params, jax.lax.stop_gradient(embeddings))
+    probe_loss, probe_accuracy = losses.classification_loss(logits, jnp.concatenate([labels] * 2))
+    aux = dict(online_state=online_state, probe_loss=probe_loss, probe_accuracy=probe_accuracy,
+               loss=loss, **losses.collapse_metrics(outputs[0]["projection"],
+                                                    outputs[1]["projection"]))
+    return loss + probe_loss, aux
+
+  return loss_fn
+
+
+def make_update(config, *, num_classes, steps_per_epoch):
+  """Returns per_replica_update(state, batch) -> (state, metrics), to be mapped over AXIS."""
+  network = make_network(config)
+  probe = make_probe(num_classes)
+  schedules = make_schedules(config, steps_per_epoch)
+  optimizer, probe_optimizer = make_optimizers(config, schedules)
+  is_byol = config.method == "byol"
+  loss_fn = make_loss_fn(config, network, probe)
+
+  def per_replica_update(state: TrainState, batch):
+    views = augment_views(config, batch, state.step)
+    targets, target_state = None, None
+    if is_byol:
+      target_state = state.target_state
+      targets = []
+      for view in views:
+        out, target_state = network.apply(state.target_params, target_state, None, view,
+                                          is_training=True)
+        targets.append(jax.lax.stop_gradient(out))
+    grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
+    (grads, probe_grads), aux = grad_fn(state.online_params, state.probe_params,
+                                        state.online_state, views,
+                                        targets, batch["label"])
+    grads, probe_grads = _mean_over_replicas((grads, probe_grads))
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.online_params)
+    online_params = optax.apply_updates(state.online_params, updates)
+    probe_updates, probe_opt_state = probe_optimizer.update(probe_grads, state.probe_opt_state)
+    probe_params = optax.apply_updates(state.probe_params, probe_updates)
+    tau = schedules.tau(state.step)
+    target_params = None
+    if is_byol:
+      target_params = jax.tree.map(lambda t, o: tau * t + (1.0 - tau) * o,
+                                   state.target_params, online_params)
+    grad_norm = optax.tree.norm(grads)
+    metrics = {k: v for k, v in aux.items() if k != "online_state"}
+    metrics = _mean_over_replicas(metrics)
+    metrics.update(grad_norm=grad_norm, lr=schedules.learning_rate(state.step),
+                   tau=tau if is_byol else jnp.zeros(()),
+                   finite=jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm))
+    new_state = TrainState(
+        step=state.step + 1, online_params=online_params, online_state=aux["online_state"],
+        target_params=target_params, target_state=target_state, opt_state=opt_state,
+        probe_params=probe_params, probe_opt_state=probe_opt_state)
+    return new_state, metrics
+
+  return per_replica_update
+
+
+def map_over_devices(per_replica_fn, devices=None, donate=True):
+  """pmap over the local devices (all hosts' devices join the same named axis)."""
+  return jax.pmap(per_replica_fn, axis_name=AXIS, devices=devices,
+                  donate_argnums=(0,) if donate else ())
+
+
+def replicate(tree, num_devices):
+  """Host tree -> stacked copies for pmap, one per local device."""
+  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (num_devices,) + np.shape(x)),
+                      tree)
+
+
+def unreplicate(tree):
+  """The first device's copy, fetched to the host."""
+  return jax.tree.map(lambda x: np.asarray(x[0]), tree)
+
+
+def make_embed_fn(config, params, state):
+  """A jitted frozen online encoder: uint8 images -> embeddings (BN in evaluation mode)."""
+  network = make_network(config)
+
+  @jax.jit
+  def embed(images):
+    images = augment.normalize(images)
+    outputs, _ = network.apply(params, state, None, images, is_training=False)
+    return outputs["embedding"]
+
+  return embed

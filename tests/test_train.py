@@ -1,0 +1,158 @@
+"""The mapped train step: device-count invariance, multi-host equality, EMA, gradient isolation."""
+import os
+import socket
+import subprocess
+import sys
+
+import haiku as hk
+import jax
+import numpy as np
+import pytest
+
+from byol_jax import train
+import train_helpers
+from train_helpers import NUM_CLASSES
+
+# Two settings cover every norm: an encoder with GN+WS and heads with LN and no norm, and BN with
+# cross-replica statistics everywhere.
+NORM_SETTINGS = {
+    "gn_ws-ln-none": dict(norm="gn", gn_groups=4, weight_standardization=True,
+                          projector_norm="ln", predictor_norm="none"),
+    "bn": dict(norm="bn"),
+}
+
+
+def _state(config):
+  return train.init_state(config, jax.random.PRNGKey(config.seed),
+                          image_shape=(config.image_size,) * 2 + (3,), num_classes=NUM_CLASSES,
+                          steps_per_epoch=10)
+
+
+def _run(config, num_devices, steps=1):
+  update = train.map_over_devices(
+      train.make_update(config, num_classes=NUM_CLASSES, steps_per_epoch=10),
+      devices=jax.devices()[:num_devices], donate=False)
+  state = train.replicate(_state(config), num_devices)
+  history = []
+  for step in range(steps):
+    state, metrics = update(state, train_helpers.global_batch(config, step, num_devices))
+    history.append(jax.tree.map(lambda x: np.asarray(x[0]), metrics))
+  return train.unreplicate(state), history
+
+
+def _assert_trees_close(a, b, **tolerance):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **tolerance), a, b)
+
+
+@pytest.mark.parametrize("setting", list(NORM_SETTINGS))
+def test_one_device_equals_four_devices(setting):
+  config = train_helpers.small_config(**NORM_SETTINGS[setting])
+  one, (metrics_one,) = _run(config, 1)
+  four, (metrics_four,) = _run(config, 4)
+  for key in ("loss", "grad_norm", "probe_loss", "positive_cosine"):
+    np.testing.assert_allclose(metrics_one[key], metrics_four[key], rtol=2e-5, atol=1e-6,
+                               err_msg=key)
+  _assert_trees_close(one.online_params, four.online_params, rtol=1e-4, atol=1e-6)
+  _assert_trees_close(one.target_params, four.target_params, rtol=1e-4, atol=1e-6)
+  _assert_trees_close(one.online_state, four.online_state, rtol=1e-4, atol=1e-6)
+  # The step really trained: parameters moved.
+  start = _state(config).online_params
+  moved = jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), start, one.online_params))
+  assert max(moved) > 0
+
+
+def test_simclr_one_device_equals_four_devices():
+  config = train_helpers.small_config(method="simclr", norm="gn", gn_groups=4)
+  one, (metrics_one,) = _run(config, 1)
+  four, (metrics_four,) = _run(config, 4)
+  np.testing.assert_allclose(metrics_one["loss"], metrics_four["loss"], rtol=2e-5)
+  np.testing.assert_allclose(metrics_one["grad_norm"], metrics_four["grad_norm"], rtol=2e-5)
+  _assert_trees_close(one.online_params, four.online_params, rtol=1e-4, atol=1e-6)
+  assert one.target_params is None
+
+
+def test_target_is_the_ema_of_the_online_params():
+  config = train_helpers.small_config(norm="gn", gn_groups=4, tau_base=0.9)
+  start = _state(config)
+  new, (metrics,) = _run(config, 1)
+  tau = float(metrics["tau"])
+  assert tau == pytest.approx(0.9)
+  expected = jax.tree.map(lambda t, o: tau * t + (1 - tau) * o, start.target_params,
+                          new.online_params)
+  _assert_trees_close(new.target_params, expected, rtol=1e-6, atol=1e-7)
+
+
+def _loss_pieces(config):
+  state = _state(config)
+  network = train.make_network(config)
+  probe = train.make_probe(NUM_CLASSES)
+  batch = train_helpers.global_batch(config, 0, 1)
+  batch = {k: v[0] for k, v in batch.items()}
+  views = train.augment_views(config, batch, 0)
+  return state, network, probe, views, batch["label"]
+
+
+def test_probe_sends_no_gradient_into_the_encoder_and_target_gets_none():
+  config = train_helpers.small_config(norm="gn", gn_groups=4)
+  state, network, probe, views, labels = _loss_pieces(config)
+
+  # The production loss: perturbing the probe must not change the online gradients.
+  loss_fn = train.make_loss_fn(config, network, probe)
+  targets = [network.apply(state.target_params, state.target_state, None, v, is_training=True)[0]
+             for v in views]
+  grad = jax.grad(loss_fn, argnums=(0, 4), has_aux=True)
+  (online_grads, target_grads), _ = grad(state.online_params, state.probe_params,
+                                         state.online_state, views, targets, labels)
+  other_probe = jax.tree.map(lambda x: x + 1.0, state.probe_params)
+  (online_grads_2, _), _ = grad(state.online_params, other_probe, state.online_state, views,
+                                targets, labels)
+  _assert_trees_close(online_grads, online_grads_2, rtol=0, atol=0)
+  assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(target_grads))
+  assert any(np.abs(np.asarray(g)).max() > 0 for g in jax.tree.leaves(online_grads))
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln", "none"])
+def test_inference_on_a_batch_of_one(norm):
+  config = train_helpers.small_config(norm=norm, gn_groups=4)
+  state = _state(config)
+  embed = train.make_embed_fn(config, state.online_params, state.online_state)
+  features = embed(np.zeros((1, 16, 16, 3), np.uint8) + 100)
+  assert features.shape == (1, 512) and np.all(np.isfinite(features))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process_with_four_devices(tmp_path):
+  """2 processes x 2 CPU devices (gloo) give the same params after 3 steps as 1 x 4 devices."""
+  config = train_helpers.small_config(norm="bn")
+  port, output = _free_port(), tmp_path / "params.npz"
+  worker = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
+  env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+  env.pop("XLA_FLAGS", None)
+  procs = [subprocess.Popen([sys.executable, worker, str(port), str(i), str(output)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+  outs = [p.communicate(timeout=600)[0].decode() for p in procs]
+  assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+  reference, history = _run(config, 4, steps=3)
+  with np.load(output) as result:
+    np.testing.assert_allclose(result["losses"], [m["loss"] for m in history], rtol=1e-5)
+    for module, leaves in reference.online_params.items():
+      for name, value in leaves.items():
+        np.testing.assert_allclose(result[f"{module}|{name}"], value, rtol=1e-4, atol=1e-6)
+
+
+def test_parameter_count_of_the_heads():
+  """The projector and predictor are Linear(hidden) -> norm -> ReLU -> Linear(out)."""
+  config = train_helpers.small_config(norm="gn", gn_groups=4)
+  params = _state(config).online_params
+  heads = {k: v for k, v in params.items() if not k.startswith("encoder")}
+  count = sum(x.size for x in jax.tree.leaves(heads))
+  hidden, out = config.projector_hidden_size, config.projection_size
+  projector = 512 * hidden + hidden + 2 * hidden + hidden * out
+  predictor = out * hidden + hidden + 2 * hidden + hidden * out
+  assert count == projector + predictor
+  assert hk.data_structures.tree_size(params) > count

@@ -1,0 +1,35 @@
+"""Small configs and deterministic batches shared by the training tests and their subprocesses."""
+import numpy as np
+
+from byol_jax import config as config_lib
+
+NUM_CLASSES = 10
+
+
+def small_config(**overrides):
+  """ResNet-18 (cifar stem) on 16x16 inputs with narrow heads: the smallest real BYOL step."""
+  config = config_lib.apply_preset(config_lib.base_config(), "tiny")
+  config.image_size = 16
+  config.batch_size = 8
+  config.projector_hidden_size = 32
+  config.projection_size = 16
+  config.predictor_hidden_size = 32
+  config.max_steps = 10
+  config.warmup_epochs = 0  # Otherwise the first step has learning rate 0 and moves nothing.
+  config.update(overrides)
+  return config_lib.validate(config)
+
+
+def global_batch(config, step, num_devices):
+  """The global batch of `step` laid out as [num_devices, batch / num_devices, ...]."""
+  rng = np.random.default_rng(1000 + step)
+  size = config.batch_size
+  shape = (size, config.image_size, config.image_size, 3)
+  batch = {
+      "view1": rng.integers(0, 256, shape, dtype=np.uint8),
+      "view2": rng.integers(0, 256, shape, dtype=np.uint8),
+      "label": rng.integers(0, NUM_CLASSES, (size,)).astype(np.int32),
+      "index": np.arange(size, dtype=np.int32),
+  }
+  return {k: v.reshape((num_devices, size // num_devices) + v.shape[1:])
+          for k, v in batch.items()}
