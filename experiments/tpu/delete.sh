@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Deletes a TPU VM or pod slice made by create.sh. Data on GCS (checkpoints, TFDS) is kept.
+set -euo pipefail
+
+usage() {
+  cat >&2 <<'EOF'
+Usage: delete.sh NAME ZONE [--queued] [--dry-run]
+
+  --queued   the TPU was made with create.sh --queued: delete the queued resource and its TPU
+  --dry-run  print the gcloud command instead of running it
+
+A TPU is billed for as long as it exists, busy or idle: delete it when done. Delete a preempted
+one too before creating it again under the same name.
+EOF
+  exit "${1:-2}"
+}
+
+die() { echo "delete.sh: $*" >&2; exit 2; }
+
+q() {
+  local plain='^[A-Za-z0-9_./:=@%+,-]+$' flag='^(--[A-Za-z0-9_.-]+=)(.+)$'
+  if [[ $1 =~ $plain ]]; then printf '%s' "$1"
+  elif [[ $1 =~ $flag ]]; then printf '%s' "${BASH_REMATCH[1]}"; q "${BASH_REMATCH[2]}"
+  else local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; fi
+}
+run() {
+  if ((DRY_RUN)); then
+    local a line=""
+    for a in "$@"; do line+="$(q "$a") "; done
+    echo "${line% }"
+  else
+    "$@"
+  fi
+}
+
+DRY_RUN=0 QUEUED=0
+pos=()
+while (($#)); do
+  case $1 in
+    --queued) QUEUED=1 ;;
+    --dry-run) DRY_RUN=1 ;;
+    -h | --help) usage 0 ;;
+    -*) echo "delete.sh: unknown option $1" >&2; usage ;;
+    *) pos+=("$1") ;;
+  esac
+  shift
+done
+((${#pos[@]} == 2)) || usage
+NAME=${pos[0]} ZONE=${pos[1]}
+((DRY_RUN)) || command -v gcloud >/dev/null || die "gcloud not found; install the Google Cloud CLI"
+
+# --quiet answers the confirmation prompt; --force also deletes the queued resource's TPU.
+if ((QUEUED)); then
+  run gcloud compute tpus queued-resources delete "$NAME" --zone="$ZONE" --force --quiet
+else
+  run gcloud compute tpus tpu-vm delete "$NAME" --zone="$ZONE" --quiet
+fi
