@@ -1,0 +1,250 @@
+"""Tests of the host input pipelines, offline: mocked ImageNet, the embedded dataset, folders."""
+import os
+
+import numpy as np
+import pytest
+
+# Accelerator machines have no TensorFlow: skip these host-pipeline tests there.
+tf = pytest.importorskip("tensorflow")
+tfds = pytest.importorskip("tensorflow_datasets")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from byol_jax.data import embedded
+from byol_jax.data import pipeline
+
+# Fake ImageNet whose examples are identified by their label (= index in the split), so tests can
+# see which examples each host and each batch got.
+_FAKE_SIZES = {"train": 24, "validation": 21}
+
+
+def _jpeg(i):
+  rng = np.random.default_rng(i)
+  shape = (int(rng.integers(12, 40)), int(rng.integers(12, 40)), 3)
+  return tf.io.encode_jpeg(rng.integers(0, 256, shape, dtype=np.uint8)).numpy()
+
+
+def _fake_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+  """Serves the examples of `split` (a name, slice or tfds.even_splits part) as tfds would."""
+  del self, decoders, read_config, shuffle_files  # The pipeline asks for encoded images + ids.
+  template = tfds.core.naming.ShardedFileTemplate(
+      data_dir="/fake", dataset_name="imagenet2012", filetype_suffix="tfrecord")
+  splits = tfds.core.SplitDict([
+      tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0,
+                          filename_template=template.replace(split=name))
+      for name, n in _FAKE_SIZES.items()])
+  indices = [i for instruction in splits[split].file_instructions
+             for i in range(instruction.skip, instruction.skip + instruction.take)]
+  return tf.data.Dataset.from_tensor_slices({
+      "image": [_jpeg(i) for i in indices],
+      "label": np.array(indices, np.int64),
+      "file_name": [f"{i}.JPEG" for i in indices],
+      "tfds_id": [f"imagenet2012-fake__{i}" for i in indices],
+  })
+
+
+@pytest.fixture(name="fake_imagenet")
+def _fake_imagenet_fixture():
+  with tfds.testing.mock_data(as_dataset_fn=_fake_as_dataset):
+    yield
+
+
+def _take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def _pretrain(**kwargs):
+  args = {"dataset": "imagenet2012", "data_dir": None, "split": "train", "global_batch_size": 8,
+          "image_size": 16, "seed": 0}
+  return pipeline.pretrain_batches(**{**args, **kwargs})
+
+
+def test_mocked_imagenet_pretrain_batches_have_the_device_layout():
+  with tfds.testing.mock_data(num_examples=10):  # Random JPEGs of random sizes.
+    batches = _take(_pretrain(local_device_count=2), 3)
+  for batch in batches:
+    assert set(batch) == {"view1", "view2", "label", "index"}
+    for view in ("view1", "view2"):
+      assert batch[view].shape == (2, 4, 16, 16, 3) and batch[view].dtype == np.uint8
+    assert batch["label"].shape == (2, 4) and batch["label"].dtype == np.int32
+    np.testing.assert_array_equal(batch["index"], np.arange(8, dtype=np.int32).reshape(2, 4))
+    assert not np.array_equal(batch["view1"], batch["view2"])
+
+
+# 24 examples: one chunk, or four chunks of 6 (so a resumed epoch can start inside a chunk).
+@pytest.mark.parametrize("shuffle_buffer", [100, 5], ids=["one_chunk", "four_chunks"])
+def test_pretrain_is_deterministic_and_resumes_exactly(fake_imagenet, shuffle_buffer):
+  del fake_imagenet
+  batches = _take(_pretrain(shuffle_buffer=shuffle_buffer), 7)  # 3 steps per epoch.
+  for start_step in (0, 1, 4):
+    resumed = _take(_pretrain(shuffle_buffer=shuffle_buffer, start_step=start_step),
+                    7 - start_step)
+    for batch, expected in zip(resumed, batches[start_step:]):
+      for key in expected:
+        np.testing.assert_array_equal(batch[key], expected[key])
+
+  epochs = [np.concatenate([b["label"].ravel() for b in batches[i:i + 3]]) for i in (0, 3)]
+  for order in epochs:  # Every example once per epoch, ...
+    np.testing.assert_array_equal(np.sort(order), np.arange(24))
+  assert not np.array_equal(epochs[0], epochs[1])  # ... in a new order each epoch,
+  other_seed = np.concatenate(
+      [b["label"].ravel() for b in _take(_pretrain(shuffle_buffer=shuffle_buffer, seed=1), 3)])
+  assert not np.array_equal(other_seed, epochs[0])  # ... that depends on the seed.
+
+
+@pytest.mark.parametrize("shuffle_buffer", [100, 4], ids=["one_chunk", "three_chunks"])
+def test_hosts_read_disjoint_shards(fake_imagenet, shuffle_buffer):
+  del fake_imagenet
+  seen = []
+  for process_index in (0, 1):
+    batches = _take(_pretrain(process_index=process_index, process_count=2, local_device_count=2,
+                              shuffle_buffer=shuffle_buffer), 3)  # One epoch of 12 per host.
+    for batch in batches:
+      assert batch["view1"].shape == (2, 2, 16, 16, 3)
+      np.testing.assert_array_equal(
+          batch["index"], 4 * process_index + np.arange(4, dtype=np.int32).reshape(2, 2))
+    seen.append(np.sort(np.concatenate([b["label"].ravel() for b in batches])))
+  assert not set(seen[0]) & set(seen[1])
+  np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(24))
+
+
+def test_global_batch_size_must_divide_over_devices():
+  with pytest.raises(ValueError, match=r"global_batch_size 10 .* 2 \* 4 = 8.* e\.g\. 8 or 16"):
+    _pretrain(global_batch_size=10, process_count=2, local_device_count=4)
+
+
+def test_eval_batches_cover_every_example_once(fake_imagenet):
+  del fake_imagenet
+  batches = list(pipeline.eval_batches(
+      dataset="imagenet2012", data_dir=None, split="validation", batch_size=8, image_size=16))
+  assert len(batches) == 3
+  for batch in batches:
+    assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == np.uint8
+    assert batch["label"].dtype == np.int32 and batch["mask"].dtype == bool
+  mask = np.concatenate([b["mask"] for b in batches])
+  assert mask.sum() == 21 and not mask[21:].any()
+  labels = np.concatenate([b["label"] for b in batches])[mask]
+  np.testing.assert_array_equal(np.sort(labels), np.arange(21))
+
+
+def test_linear_train_batches_are_random_crops_of_labelled_examples(fake_imagenet):
+  del fake_imagenet
+  def batches(seed):
+    return _take(pipeline.linear_train_batches(
+        dataset="imagenet2012", data_dir=None, split="train", batch_size=8, image_size=16,
+        seed=seed), 4)
+  first, again, other = batches(0), batches(0), batches(1)
+  for batch in first:
+    assert batch["image"].shape == (8, 16, 16, 3) and batch["mask"].all()
+  np.testing.assert_array_equal(first[3]["image"], again[3]["image"])
+  assert not np.array_equal(first[0]["image"], other[0]["image"])
+
+
+def test_not_prepared_datasets_say_how_to_prepare_them(tmp_path):
+  with pytest.raises(pipeline.DatasetNotFoundError, match="cifar10") as error:
+    _pretrain(dataset="cifar10", data_dir=str(tmp_path))
+  assert str(tmp_path) in str(error.value) and "tfds build cifar10" in str(error.value)
+  with pytest.raises(pipeline.DatasetNotFoundError, match="manual"):
+    pipeline.dataset_info("imagenet2012", str(tmp_path))
+  with pytest.raises(ValueError, match="Unknown dataset"):
+    pipeline.dataset_info("no_such_dataset", str(tmp_path))
+
+
+@pytest.fixture(name="shapes_dir", scope="module")
+def _shapes_dir_fixture(tmp_path_factory):
+  """A data_dir into which the embedded dataset generates itself (once for the module)."""
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def test_embedded_dataset_generates_itself_and_loads_offline(shapes_dir):
+  info = pipeline.dataset_info(embedded.NAME, shapes_dir)
+  assert info == pipeline.DatasetInfo(10_000, 10, "train", "train", "test")
+  assert os.path.isdir(os.path.join(shapes_dir, embedded.NAME))
+  batches = list(pipeline.eval_batches(dataset=embedded.NAME, data_dir=shapes_dir,
+                                       split="test", batch_size=512, image_size=32))
+  labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+  np.testing.assert_array_equal(np.bincount(labels), [200] * 10)
+  batch = next(pipeline.pretrain_batches(dataset=embedded.NAME, data_dir=shapes_dir,
+                                         split=info.pretrain_split, global_batch_size=16,
+                                         image_size=24, seed=0, local_device_count=4))
+  assert batch["view1"].shape == (4, 4, 24, 24, 3) and (batch["label"] >= 0).all()
+
+
+def test_embedded_dataset_is_not_linearly_separable_from_raw_pixels(shapes_dir):
+  """Ridge regression on raw pixels stays near chance (10%): the shapes need real features."""
+  def load(split):
+    ds = tfds.load(embedded.NAME, split=split, data_dir=shapes_dir, batch_size=-1)
+    images, labels = tfds.as_numpy(ds)["image"], tfds.as_numpy(ds)["label"]
+    return images.reshape(len(images), -1).astype(np.float32) / 255, labels
+  x_train, y_train = load("train[:4000]")
+  x_test, y_test = load("test[:1000]")
+  mean = x_train.mean(axis=0)
+  x_train, x_test = x_train - mean, x_test - mean
+  gram = x_train @ x_train.T + 100.0 * np.eye(len(x_train), dtype=np.float32)  # Dual form.
+  weights = x_train.T @ np.linalg.solve(gram, np.eye(10, dtype=np.float32)[y_train])
+  accuracy = np.mean(np.argmax(x_test @ weights, axis=1) == y_test)
+  assert accuracy < 0.2, accuracy
+
+
+def _write_images(folder, names, size=(20, 28)):
+  os.makedirs(folder, exist_ok=True)
+  for i, name in enumerate(names):
+    image = np.random.default_rng(i).integers(0, 256, size + (3,), dtype=np.uint8)
+    encode = tf.io.encode_jpeg if name.endswith(".jpg") else tf.io.encode_png
+    tf.io.write_file(os.path.join(folder, name), encode(image))
+
+
+def test_labelled_folder_dataset(tmp_path):
+  _write_images(tmp_path / "cat", [f"{i}.png" for i in range(6)])
+  _write_images(tmp_path / "dog", [f"{i}.jpg" for i in range(4)])
+  (tmp_path / "notes.txt").write_text("not an image")
+  dataset = f"folder:{tmp_path}"
+  info = pipeline.dataset_info(dataset, None)
+  assert info == pipeline.DatasetInfo(9, 2, "all[:90%]", "all[:90%]", "all[90%:]")
+
+  batches = _take(_pretrain(dataset=dataset, split=info.pretrain_split, local_device_count=2), 4)
+  assert batches[0]["view1"].shape == (2, 4, 16, 16, 3)
+  assert set(np.concatenate([b["label"].ravel() for b in batches])) == {0, 1}
+  resumed = next(_pretrain(dataset=dataset, split=info.pretrain_split, local_device_count=2,
+                           start_step=3))  # Inside the fourth epoch of 9 images.
+  for key in resumed:
+    np.testing.assert_array_equal(resumed[key], batches[3][key])
+  batches = list(pipeline.eval_batches(dataset=dataset, data_dir=None, split="all",
+                                       batch_size=4, image_size=16))
+  labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+  np.testing.assert_array_equal(np.bincount(labels), [6, 4])
+  test = list(pipeline.eval_batches(dataset=dataset, data_dir=None, split=info.test_split,
+                                    batch_size=4, image_size=16))
+  assert sum(b["mask"].sum() for b in test) == 1
+
+
+def test_flat_folder_is_for_pretraining_only(tmp_path):
+  _write_images(tmp_path, ["a.png", "b.jpg", "c.png"])
+  dataset = f"folder:{tmp_path}"
+  assert pipeline.dataset_info(dataset, None) == pipeline.DatasetInfo(3, 0, "all", None, None)
+  batch = next(_pretrain(dataset=dataset, split="all", global_batch_size=4))
+  np.testing.assert_array_equal(batch["label"], -1)
+  with pytest.raises(ValueError, match="pretraining only"):
+    pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=2,
+                          image_size=16)
+
+
+def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
+  _write_images(tmp_path / "a", ["0.png", "1.jpg", "2.png"])
+  _write_images(tmp_path / "b", ["3.png", "4.png"])
+  bad = tmp_path / "b" / "broken.jpg"
+  bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+  dataset = f"folder:{tmp_path}"
+
+  with pytest.raises(pipeline.CorruptImageError, match="broken.jpg"):
+    _take(_pretrain(dataset=dataset, split="all", global_batch_size=2), 3)
+  with pytest.raises(pipeline.CorruptImageError, match=str(bad)):
+    list(pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
+                               image_size=16))
+
+  iterator = pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
+                                   image_size=16, skip_corrupt=True)
+  batches = list(iterator)
+  assert sum(b["mask"].sum() for b in batches) == 5 and iterator.num_skipped == 1
+  iterator = _pretrain(dataset=dataset, split="all", global_batch_size=2, skip_corrupt=True)
+  _take(iterator, 6)  # Two epochs of five good images.
+  assert iterator.num_skipped >= 1
