@@ -12,6 +12,7 @@ NORMS = ("bn", "ln", "gn", "none")
 INITS = ("default", "bn_stats")
 DEPTHS = (18, 34, 50, 101, 152, 200)
 STEMS = ("imagenet", "cifar")
+WIDTHS = (0.25, 0.5, 1, 2, 3, 4)  # 1-4 as in BYOL; fractions for small-scale CPU work.
 PRESETS = ("", "tiny")
 VIEW_KEYS = ("color_jitter_prob", "brightness", "contrast", "saturation", "hue", "grayscale_prob",
              "blur_prob", "blur_sigma_min", "blur_sigma_max", "solarize_prob")
@@ -38,7 +39,7 @@ def base_config():
   c.init = "default"  # `bn_stats`: the paper's modified init, with norm=none.
   # Network.
   c.depth = 50
-  c.width = 1
+  c.width = 1.0  # Float, so that the CPU fractions 0.25 and 0.5 are valid overrides.
   c.stem = "imagenet"
   c.projector_hidden_size = 4096
   c.projection_size = 256
@@ -69,8 +70,13 @@ def base_config():
   c.keep_checkpoints = 3
   # Evaluation after training (linear probe on frozen features, kNN).
   c.eval = ml_collections.ConfigDict(dict(
+      enabled=True,  # Evaluate (and print top-1) when training ends.
       linear_epochs=80, linear_batch_size=1024, linear_lr=0.4, knn_k=20, knn_temperature=0.07,
-      batch_size=1000, random_init_baseline=True))
+      batch_size=1000, random_init_baseline=True,
+      crop_fraction=0.875,  # Test views: the central 87.5% (224 of 256), resized.
+      # True: the paper's protocol (fresh crop + flip views each epoch); False: cached features
+      # of centre crops, far cheaper on a CPU.
+      linear_augment=True))
   return c
 
 
@@ -83,6 +89,7 @@ def apply_preset(c, preset):
     c.dataset = "shapes10"
     c.image_size = 32
     c.depth = 18
+    c.width = 0.25  # 16-128 channels: a 2-core CPU trains it for a few epochs in minutes.
     c.stem = "cifar"
     c.projector_hidden_size = 256
     c.projection_size = 64
@@ -93,8 +100,10 @@ def apply_preset(c, preset):
     c.shuffle_buffer = 2_000
     c.log_every = 10
     c.checkpoint_every = 100
-    c.eval.linear_epochs = 10
+    c.eval.linear_epochs = 30
     c.eval.linear_batch_size = 256
+    c.eval.linear_augment = False
+    c.eval.crop_fraction = 1.0  # 32 px shapes touch the border: keep the whole image.
     c.eval.batch_size = 500
   return c
 
@@ -119,8 +128,7 @@ def validate(c):
   _choice(c, "init", INITS)
   _choice(c, "depth", DEPTHS)
   _choice(c, "stem", STEMS)
-  if c.width not in (1, 2, 3, 4):
-    raise ValueError(f"config.width={c.width!r} is not valid; choose one of (1, 2, 3, 4).")
+  _choice(c, "width", WIDTHS)
   positive = ("batch_size", "epochs", "image_size", "log_every", "checkpoint_every",
               "keep_checkpoints", "gn_groups", "projector_hidden_size", "projection_size",
               "predictor_hidden_size")

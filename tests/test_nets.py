@@ -349,7 +349,7 @@ def test_bad_group_count_error():
 @pytest.mark.parametrize("kwargs,fragments", [
     (dict(depth=42), ("42", "18, 34, 50, 101, 152, 200")),
     (dict(stem="tiny"), ("'tiny'", "'imagenet'", "'cifar'")),
-    (dict(width=5), ("width", "1..4", "5")),
+    (dict(width=5), ("width", "0.25, 0.5, 1, 2, 3, 4", "5")),
     (dict(width=1.5), ("width", "1.5")),
 ])
 def test_resnet_argument_errors(kwargs, fragments):

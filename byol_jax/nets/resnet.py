@@ -30,6 +30,7 @@ _DEPTHS = {
     200: (True, (3, 24, 36, 3)),
 }
 STEMS = ("imagenet", "cifar")
+WIDTHS = (0.25, 0.5, 1, 2, 3, 4)
 _STAGE_CHANNELS = (64, 128, 256, 512)
 _BOTTLENECK_EXPANSION = 4
 _LAST_BLOCK_NORM = re.compile(r"(^|/)stage\d+_block\d+/~/last_norm$")
@@ -95,7 +96,8 @@ class ResNet(hk.Module):
 
     Args:
       depth: one of 18, 34, 50, 101, 152, 200.
-      width: channel multiplier in 1..4 (stem included).
+      width: channel multiplier (stem included): 1 to 4 as in BYOL's wider
+        encoders, or 0.25 / 0.5 for small-scale work on a CPU.
       stem: "imagenet" (7x7/2 conv, norm, relu, 3x3/2 max-pool) or "cifar"
         (3x3/1 conv, norm, relu) for small images.
       norm: a kind accepted by layers.make_norm (NORMS or "affine").
@@ -117,10 +119,9 @@ class ResNet(hk.Module):
     if stem not in STEMS:
       raise ValueError(f"Unknown ResNet stem {stem!r}; valid stems are "
                        f"{', '.join(map(repr, STEMS))}.")
-    if (isinstance(width, bool) or not isinstance(width, int)
-        or not 1 <= width <= 4):
-      raise ValueError(f"ResNet width must be an integer in 1..4, got "
-                       f"{width!r}.")
+    if isinstance(width, bool) or width not in WIDTHS:
+      raise ValueError(f"ResNet width must be one of "
+                       f"{', '.join(map(str, WIDTHS))}, got {width!r}.")
     conv = functools.partial(
         layers.WSConv2D if weight_standardization else hk.Conv2D,
         with_bias=False, padding="SAME",
@@ -132,17 +133,17 @@ class ResNet(hk.Module):
 
     self._stem = stem
     stem_kernel, stem_stride = (7, 2) if stem == "imagenet" else (3, 1)
-    self._stem_conv = conv(64 * width, kernel_shape=stem_kernel,
+    self._stem_conv = conv(int(64 * width), kernel_shape=stem_kernel,
                            stride=stem_stride, name="stem_conv")
     self._stem_norm = norm_fn(name="stem_norm")
 
     bottleneck, blocks_per_stage = _DEPTHS[depth]
     expansion = _BOTTLENECK_EXPANSION if bottleneck else 1
-    in_channels = 64 * width
+    in_channels = int(64 * width)
     self._blocks = []
     for s, (channels, num_blocks) in enumerate(
         zip(_STAGE_CHANNELS, blocks_per_stage), start=1):
-      channels *= width
+      channels = int(channels * width)
       for b in range(num_blocks):
         stride = 2 if s > 1 and b == 0 else 1
         self._blocks.append(_Block(
