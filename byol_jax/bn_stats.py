@@ -47,9 +47,9 @@ def measure(config, params, images, devices=None):
                      "statistics are those of the global batch.")
   bn_params, bn_state = train.init_network(network, jax.random.PRNGKey(0), images[0, :1])
   stats_params = statistics_pass_params(params, bn_params)
-  num = images.shape[0]
+  devices = devices or jax.local_devices()
   new_state = jax.pmap(forward, axis_name=train.AXIS, devices=devices)(
-      train.replicate(stats_params, num), train.replicate(bn_state, num), images)
+      train.replicate(stats_params, devices), train.replicate(bn_state, devices), images)
   new_state = train.unreplicate(new_state)
   statistics = {}
   for name in stats_params:

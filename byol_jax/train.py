@@ -12,11 +12,13 @@ averages are updated by its own forward passes, not averaged from the online net
 moving averages are used only if the target itself is evaluated; evaluation uses the online encoder.
 """
 import functools
+import json
 from typing import Any, NamedTuple, Optional
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -261,10 +263,16 @@ def map_over_devices(per_replica_fn, devices=None, donate=True):
                   donate_argnums=(0,) if donate else ())
 
 
-def replicate(tree, num_devices):
-  """Host tree -> stacked copies for pmap, one per local device."""
-  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (num_devices,) + np.shape(x)),
-                      tree)
+def replicate(tree, devices=None):
+  """Host tree -> one copy per device (default: the local ones), laid out as pmap's outputs are.
+
+  Going through a pmap over AXIS gives the arrays the same sharding as the update's outputs, so
+  the second step does not compile the update again for a different input layout.
+  """
+  devices = devices or jax.local_devices()
+  stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)),
+                         tree)
+  return jax.pmap(lambda x: x, axis_name=AXIS, devices=devices)(stacked)
 
 
 def unreplicate(tree):
@@ -273,13 +281,19 @@ def unreplicate(tree):
 
 
 def make_embed_fn(config, params, state):
-  """A jitted frozen online encoder: uint8 images -> embeddings (BN in evaluation mode)."""
-  network = make_network(config)
+  """A frozen online encoder: uint8 images -> embeddings (BN in evaluation mode)."""
+  embed = _embed_program(config.to_json())
+  return lambda images: embed(params, state, images)
+
+
+@functools.lru_cache(maxsize=None)
+def _embed_program(config_json):
+  """One jitted program per config, shared by every set of params (trained and random init)."""
+  network = make_network(ml_collections.ConfigDict(json.loads(config_json)))
 
   @jax.jit
-  def embed(images):
-    images = augment.normalize(images)
-    outputs, _ = network.apply(params, state, None, images, is_training=False)
+  def embed(params, state, images):
+    outputs, _ = network.apply(params, state, None, augment.normalize(images), is_training=False)
     return outputs["embedding"]
 
   return embed

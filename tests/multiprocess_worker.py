@@ -28,7 +28,7 @@ def main(port, process_id, output, overrides):
                            steps_per_epoch=10)
   update = train.map_over_devices(train.make_update(
       config, num_classes=train_helpers.NUM_CLASSES, steps_per_epoch=10))
-  state = train.replicate(state, jax.local_device_count())
+  state = train.replicate(state)
   losses = []
   for step in range(STEPS):
     batch = train_helpers.global_batch(config, step, jax.device_count())

@@ -32,7 +32,7 @@ def _run(config, num_devices, steps=1):
   update = train.map_over_devices(
       train.make_update(config, num_classes=NUM_CLASSES, steps_per_epoch=10),
       devices=jax.devices()[:num_devices], donate=False)
-  state = train.replicate(_state(config), num_devices)
+  state = train.replicate(_state(config), jax.devices()[:num_devices])
   history = []
   for step in range(steps):
     state, metrics = update(state, train_helpers.global_batch(config, step, num_devices))
@@ -117,7 +117,7 @@ def test_inference_on_a_batch_of_one(norm):
   state = _state(config)
   embed = train.make_embed_fn(config, state.online_params, state.online_state)
   features = embed(np.zeros((1, 16, 16, 3), np.uint8) + 100)
-  assert features.shape == (1, 512) and np.all(np.isfinite(features))
+  assert features.shape == (1, 512 * config.width) and np.all(np.isfinite(features))
 
 
 def _free_port():
@@ -152,7 +152,7 @@ def test_parameter_count_of_the_heads():
   heads = {k: v for k, v in params.items() if not k.startswith("encoder")}
   count = sum(x.size for x in jax.tree.leaves(heads))
   hidden, out = config.projector_hidden_size, config.projection_size
-  projector = 512 * hidden + hidden + 2 * hidden + hidden * out
+  projector = int(512 * config.width) * hidden + hidden + 2 * hidden + hidden * out
   predictor = out * hidden + hidden + 2 * hidden + hidden * out
   assert count == projector + predictor
   assert hk.data_structures.tree_size(params) > count
