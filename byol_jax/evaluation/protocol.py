@@ -1,0 +1,95 @@
+"""The evaluation a run ends with: linear probe and kNN on frozen features, against random init.
+
+With `eval.linear_augment=True` (the paper's protocol) the linear classifier trains on fresh
+random-crop + flip views, each embedded by the frozen encoder. With False it trains on the cached
+features of the centre-cropped train images: far cheaper, used by the CPU `tiny` presets.
+"""
+import json
+import os
+
+import numpy as np
+
+from byol_jax import export
+from byol_jax.data import pipeline
+from byol_jax.evaluation import knn
+from byol_jax.evaluation import linear
+
+
+def _cached_batches(features, labels, batch_size, seed):
+  """Infinite shuffled batches of cached features, in the dict layout of the image pipelines."""
+  rng = np.random.default_rng(seed)
+  while True:
+    order = rng.permutation(len(features))
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+      chosen = order[start:start + batch_size]
+      yield {"image": features[chosen], "label": labels[chosen],
+             "mask": np.ones(batch_size, bool)}
+
+
+def _identity(x):
+  return x
+
+
+def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, seed=0):
+  """{'top1', 'top5', 'knn_top1', ...} of one frozen encoder on `dataset`'s train/test splits."""
+  info = pipeline.dataset_info(dataset, data_dir)
+  e = eval_config
+
+  def batches(split):
+    return pipeline.eval_batches(dataset=dataset, data_dir=data_dir, split=split,
+                                 batch_size=e.batch_size, image_size=image_size,
+                                 crop_fraction=e.crop_fraction)
+
+  train_x, train_y = linear.extract_features(embed_fn, batches(info.train_split))
+  test_x, test_y = linear.extract_features(embed_fn, batches(info.test_split))
+  results = {"knn_top1": knn.knn_top1(train_x, train_y, test_x, test_y, k=e.knn_k,
+                                      temperature=e.knn_temperature,
+                                      num_classes=info.num_classes)}
+  batch_size = min(e.linear_batch_size, len(train_x))
+  steps_per_epoch = max(len(train_x) // batch_size, 1)
+  if e.linear_augment:
+    train_batches = pipeline.linear_train_batches(
+        dataset=dataset, data_dir=data_dir, split=info.train_split, batch_size=batch_size,
+        image_size=image_size, seed=seed)
+    linear_results = linear.linear_evaluation(
+        embed_fn, train_batches, lambda: batches(info.test_split),
+        num_classes=info.num_classes, epochs=e.linear_epochs, steps_per_epoch=steps_per_epoch,
+        learning_rate=e.linear_lr, seed=seed)
+  else:
+    def test_batches():
+      for start in range(0, len(test_x), batch_size):
+        stop = start + batch_size
+        yield {"image": test_x[start:stop], "label": test_y[start:stop],
+               "mask": np.ones(len(test_x[start:stop]), bool)}
+    linear_results = linear.linear_evaluation(
+        _identity, _cached_batches(train_x, train_y, batch_size, seed), test_batches,
+        num_classes=info.num_classes, epochs=e.linear_epochs, steps_per_epoch=steps_per_epoch,
+        learning_rate=e.linear_lr, seed=seed)
+  results.update(linear_results)
+  results["num_train_examples"], results["num_test_examples"] = len(train_x), len(test_x)
+  return {k: float(v) for k, v in results.items()}
+
+
+def evaluate_encoder(config, embed_fn, random_init_embed_fn=None):
+  """Evaluates a run's encoder, and the same protocol on a random-init encoder for reference."""
+  kwargs = dict(dataset=config.dataset, data_dir=config.data_dir, image_size=config.image_size,
+                eval_config=config.eval, seed=config.seed)
+  results = evaluate_features(embed_fn, **kwargs)
+  if random_init_embed_fn is not None and config.eval.random_init_baseline:
+    baseline = evaluate_features(random_init_embed_fn, **kwargs)
+    results.update({f"random_init_{k}": v for k, v in baseline.items()
+                    if not k.startswith("num_")})
+  return results
+
+
+def evaluate_exported(config):
+  """Linear evaluation of an exported encoder (configs/linear_eval.py)."""
+  if not config.encoder_dir:
+    raise ValueError("config.encoder_dir is not set: pass --config.encoder_dir=WORKDIR/encoder, "
+                     "the encoder a training run exported.")
+  with open(os.path.join(config.encoder_dir, "config.json")) as f:
+    arch = json.load(f)
+  return evaluate_features(
+      export.load_encoder(config.encoder_dir), dataset=config.dataset or arch["dataset"],
+      data_dir=config.data_dir, image_size=config.image_size or arch["image_size"],
+      eval_config=config.eval, seed=config.seed)

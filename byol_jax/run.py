@@ -1,0 +1,185 @@
+"""The host-side pretraining loop: state, data, checkpoints, logging, preemption, evaluation."""
+import json
+import os
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+from byol_jax import bn_stats
+from byol_jax import checkpoint
+from byol_jax import export
+from byol_jax import metric_writer
+from byol_jax import train
+from byol_jax.data import pipeline
+from byol_jax.evaluation import protocol
+
+# Config keys that may change when a run is resumed without changing what it computes so far.
+_RESUMABLE_CHANGES = ("max_steps", "epochs", "log_every", "checkpoint_every", "keep_checkpoints",
+                      "eval", "data_dir")
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or the gradient became NaN or infinite."""
+
+
+def check_batch_size(batch_size, process_count, local_device_count):
+  """The global batch must split evenly over processes and their devices."""
+  devices = process_count * local_device_count
+  if batch_size % devices:
+    raise ValueError(
+        f"config.batch_size={batch_size} is not divisible by the {devices} devices "
+        f"({process_count} process(es) x {local_device_count} local devices); use a multiple of "
+        f"{devices}, e.g. --config.batch_size={max(devices, batch_size // devices * devices)}.")
+
+
+class Trainer:
+  """Pretrains one config in one workdir, resuming from its latest checkpoint."""
+
+  def __init__(self, config, workdir):
+    self.config = config
+    self.workdir = workdir
+    check_batch_size(config.batch_size, jax.process_count(), jax.local_device_count())
+    self.info = pipeline.dataset_info(config.dataset, config.data_dir)
+    self.steps_per_epoch = max(self.info.num_train_examples // config.batch_size, 1)
+    self.total_steps = train.total_steps(config, self.steps_per_epoch)
+    self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                                keep=config.keep_checkpoints)
+    self.writer = metric_writer.MetricWriter(workdir, enabled=jax.process_index() == 0)
+    self.update = train.map_over_devices(train.make_update(
+        config, num_classes=self.info.num_classes, steps_per_epoch=self.steps_per_epoch))
+    self.step = 0
+    self.state = None
+    self._stop_reason = None
+
+  def request_stop(self, reason):
+    """Asks the loop to save and return at the end of the current step (e.g. on SIGTERM)."""
+    self._stop_reason = reason
+
+  def _batches(self, start_step):
+    c = self.config
+    return pipeline.pretrain_batches(
+        dataset=c.dataset, data_dir=c.data_dir, split=self.info.pretrain_split,
+        global_batch_size=c.batch_size, image_size=c.image_size, seed=c.seed,
+        start_step=start_step, process_index=jax.process_index(),
+        process_count=jax.process_count(), local_device_count=jax.local_device_count(),
+        shuffle_buffer=c.shuffle_buffer)
+
+  def _fresh_state(self):
+    c = self.config
+    return train.init_state(c, jax.random.PRNGKey(c.seed),
+                            image_shape=(c.image_size, c.image_size, 3),
+                            num_classes=self.info.num_classes,
+                            steps_per_epoch=self.steps_per_epoch)
+
+  def _initial_state(self):
+    """The latest checkpoint's state, or a fresh one (with the modified init if asked)."""
+    fresh = self._fresh_state()
+    template = _as_tree(fresh)
+    latest = self.checkpointer.latest_step()
+    if latest is not None:
+      tree, metadata = self.checkpointer.restore(template)
+      self._warn_config_changes(metadata.get("config", "{}"))
+      logging.info("Resumed from %s at step %d.", self.checkpointer.directory, latest)
+      return train.TrainState(**{**fresh._asdict(), **tree})
+    if self.config.init != "bn_stats":
+      return fresh
+    first = next(iter(self._batches(0)))
+    augment_first_view = jax.pmap(
+        lambda b: train.augment_views(self.config, b, 0)[0], axis_name=train.AXIS)
+    params = bn_stats.initialise(self.config, fresh.online_params, augment_first_view(first))
+    logging.info("Modified init: scales and offsets set from the BN statistics of one "
+                 "augmented batch of %d images.", self.config.batch_size)
+    return fresh._replace(online_params=params, target_params=params)
+
+  def _warn_config_changes(self, saved_json):
+    saved = json.loads(saved_json)
+    now = json.loads(self.config.to_json())
+    changed = sorted(k for k in set(saved) | set(now)
+                     if saved.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES)
+    if changed:
+      logging.warning("Resuming with a config that differs from the checkpoint's in %s; the run "
+                      "is no longer the one that was started.", changed)
+
+  def _save(self):
+    self.checkpointer.save(self.step, _as_tree(train.unreplicate(self.state)),
+                           {"config": self.config.to_json()})
+
+  def _should_stop(self):
+    stop = self._stop_reason is not None
+    if jax.process_count() > 1:  # Every host must stop at the same step to save together.
+      stop = bool(np.any(multihost_utils.process_allgather(np.int32(stop))))
+    return stop
+
+  def _flush(self, pending, progress):
+    """Fetches pending per-step metrics, stops on a non-finite one, logs the last."""
+    fetched = jax.device_get([m for _, m in pending])
+    for (step, _), metrics in zip(pending, fetched):
+      if not metrics["finite"][0]:
+        raise NonFiniteError(
+            f"Non-finite loss or gradient at step {step} (loss={metrics['loss'][0]}, "
+            f"grad_norm={metrics['grad_norm'][0]}). Nothing after the last good checkpoint "
+            f"(step {self.checkpointer.latest_step()}) was saved; lower config.base_lr or check "
+            "the input data.")
+    step, metrics = pending[-1][0], {k: v[0] for k, v in fetched[-1].items() if k != "finite"}
+    images_per_sec, line = progress.report(step, metrics)
+    if jax.process_index() == 0:
+      print(line, flush=True)
+    self.writer.write(step, {**metrics, "images_per_sec": images_per_sec,
+                             "epoch": step / self.steps_per_epoch})
+
+  def train(self):
+    """Runs to total_steps. Returns False if stopped early (state saved), True when done."""
+    c = self.config
+    host_state = self._initial_state()
+    self.step = int(host_state.step)
+    self.state = train.replicate(host_state)
+    if self.step >= self.total_steps:
+      return True
+    logging.info("Training %s (%s) for %d steps (%d per epoch) from step %d.", c.method,
+                 c.norm, self.total_steps, self.steps_per_epoch, self.step)
+    progress = metric_writer.Progress(total_steps=self.total_steps,
+                                      steps_per_epoch=self.steps_per_epoch,
+                                      global_batch_size=c.batch_size, start_step=self.step)
+    batches = iter(self._batches(self.step))
+    pending = []
+    while self.step < self.total_steps:
+      self.state, metrics = self.update(self.state, next(batches))
+      self.step += 1
+      pending.append((self.step, metrics))
+      stop = self._should_stop()
+      at_checkpoint = self.step % c.checkpoint_every == 0 or self.step == self.total_steps
+      if stop or at_checkpoint or self.step % c.log_every == 0:
+        self._flush(pending, progress)
+        pending = []
+      if stop or at_checkpoint:
+        self._save()
+      if stop:
+        logging.warning("Stop requested (%s): saved step %d.", self._stop_reason, self.step)
+        return False
+    self.writer.close()
+    return True
+
+  def export(self):
+    """Saves the online encoder on its own to WORKDIR/encoder (process 0)."""
+    host_state = train.unreplicate(self.state)
+    if jax.process_index() == 0:
+      export.save_encoder(os.path.join(self.workdir, "encoder"), self.config,
+                          host_state.online_params, host_state.online_state)
+
+  def evaluate(self):
+    """Linear and kNN evaluation of the online encoder, and of a random-init one for reference."""
+    host_state = train.unreplicate(self.state)
+    fresh = self._fresh_state()
+    return protocol.evaluate_encoder(
+        self.config,
+        embed_fn=train.make_embed_fn(self.config, host_state.online_params,
+                                     host_state.online_state),
+        random_init_embed_fn=train.make_embed_fn(self.config, fresh.online_params,
+                                                 fresh.online_state))
+
+
+def _as_tree(state):
+  """A TrainState as a dict without the None fields (SimCLR has no target)."""
+  return {k: v for k, v in state._asdict().items() if v is not None}

@@ -1,0 +1,147 @@
+"""End to end: `python -m byol_jax.main` on the tiny preset, as a user runs it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from byol_jax import checkpoint
+from byol_jax import export
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _command(workdir, data_dir, *overrides, config="configs/byol_gn_ws.py:tiny"):
+  return [sys.executable, "-m", "byol_jax.main", f"--config={config}", f"--workdir={workdir}",
+          f"--config.data_dir={data_dir}", "--config.image_size=16", "--config.batch_size=32",
+          "--config.log_every=1", "--config.eval.enabled=false", *overrides]
+
+
+def _env(devices=4):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  return env
+
+
+def _run(*args, devices=4, check=True, **kwargs):
+  result = subprocess.run(_command(*args, **kwargs), cwd=ROOT, env=_env(devices),
+                          capture_output=True, text=True, timeout=600)
+  if check:
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+  return result
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _preempt(workdir, data_dir, *overrides):
+  """Starts a run, sends SIGTERM once it has logged a step, returns (returncode, stderr)."""
+  proc = subprocess.Popen(_command(workdir, data_dir, *overrides), cwd=ROOT, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while not (workdir / "metrics.jsonl").exists() or not _metrics(workdir):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  return proc.returncode, stderr
+
+
+def test_preempted_run_resumes_exactly_as_if_never_stopped(tmp_path, data_dir):
+  """SIGTERM saves and exits 143; the same command then continues, data order included."""
+  steps = "--config.max_steps=30"
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  _run(straight, data_dir, steps)
+  returncode, stderr = _preempt(resumed, data_dir, steps)
+  assert returncode == 143, stderr[-3000:]
+  assert "Stop requested (SIGTERM)" in stderr
+  stopped_at = checkpoint.Checkpointer(str(resumed / "checkpoints")).latest_step()
+  assert stopped_at == _metrics(resumed)[-1]["step"] < 30
+  _run(resumed, data_dir, steps)
+  a, b = _metrics(straight), _metrics(resumed)
+  assert [m["step"] for m in a] == [m["step"] for m in b] == list(range(1, 31))
+  for key in ("loss", "lr", "tau", "probe_loss", "positive_cosine", "grad_norm"):
+    np.testing.assert_allclose([m[key] for m in a], [m[key] for m in b], rtol=1e-6, err_msg=key)
+  # The exported encoders (written at the end of each run) are identical too.
+  images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+  np.testing.assert_allclose(export.load_encoder(str(straight / "encoder"))(images),
+                             export.load_encoder(str(resumed / "encoder"))(images), rtol=1e-6)
+  for record in a:
+    assert {"step", "loss", "lr", "tau", "images_per_sec", "positive_cosine",
+            "negative_cosine", "projection_std", "probe_accuracy", "epoch"} <= set(record)
+
+
+def test_logged_losses_do_not_depend_on_the_device_count(tmp_path, data_dir):
+  one, four = tmp_path / "one", tmp_path / "four"
+  _run(one, data_dir, "--config.max_steps=2", "--config.norm=bn", devices=1)
+  _run(four, data_dir, "--config.max_steps=2", "--config.norm=bn", devices=4)
+  np.testing.assert_allclose([m["loss"] for m in _metrics(one)],
+                             [m["loss"] for m in _metrics(four)], rtol=1e-5)
+
+
+def test_overrides_and_bad_values(tmp_path, data_dir):
+  result = _run(tmp_path / "bad", data_dir, "--config.norm=batchnorm", check=False)
+  assert result.returncode != 0
+  assert "config.norm='batchnorm' is not valid; choose one of ('bn', 'ln', 'gn', 'none')" in (
+      result.stderr)
+  assert not (tmp_path / "bad").exists()  # Failed before any work started.
+  result = _run(tmp_path / "odd", data_dir, "--config.batch_size=30", check=False)
+  assert "config.batch_size=30 is not divisible by the 4 devices" in result.stderr
+
+
+def test_bn_stats_override_trains(tmp_path, data_dir):
+  workdir = tmp_path / "bn_stats"
+  result = _run(workdir, data_dir, "--config.norm=none", "--config.init=bn_stats",
+                "--config.max_steps=2", config="configs/byol.py:tiny")
+  assert "Modified init" in result.stderr
+  assert all(np.isfinite(m["loss"]) for m in _metrics(workdir))
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, data_dir):
+  workdir = tmp_path / "diverged"
+  _run(workdir, data_dir, "--config.max_steps=2", "--config.checkpoint_every=2",
+       "--config.norm=none", config="configs/byol.py:tiny")
+  ckpt_dir = workdir / "checkpoints" / "2"
+  before = {p: p.read_bytes() for p in ckpt_dir.rglob("*") if p.is_file()}
+  # Without normalization, a huge learning rate overflows the activations within a few steps.
+  result = _run(workdir, data_dir, "--config.max_steps=40", "--config.checkpoint_every=1000",
+                "--config.base_lr=1e30", "--config.norm=none", check=False,
+                config="configs/byol.py:tiny")
+  assert result.returncode != 0
+  assert "Non-finite loss or gradient at step" in result.stderr
+  assert "last good checkpoint (step 2)" in result.stderr
+  assert {p: p.read_bytes() for p in ckpt_dir.rglob("*") if p.is_file()} == before
+
+
+def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path, data_dir):
+  workdir = tmp_path / "corrupt"
+  _run(workdir, data_dir, "--config.max_steps=2", "--config.checkpoint_every=2")
+  victim = next(p for p in (workdir / "checkpoints" / "2").rglob("*")
+                if p.is_file() and p.name == "_METADATA")
+  victim.write_text("{not json")
+  result = _run(workdir, data_dir, "--config.max_steps=4", check=False)
+  assert result.returncode != 0
+  assert "is corrupt or unreadable" in result.stderr and "step 2" in result.stderr
+  assert victim.read_text() == "{not json"
+
+
+def test_evaluation_writes_eval_json_and_prints_top1(tmp_path, data_dir):
+  workdir = tmp_path / "evaluated"
+  result = _run(workdir, data_dir, "--config.max_steps=2", "--config.eval.enabled=true",
+                "--config.eval.linear_epochs=1")
+  with open(workdir / "eval.json") as f:
+    results = json.load(f)
+  assert {"top1", "knn_top1", "random_init_top1", "random_init_knn_top1"} <= set(results)
+  assert all(0 <= results[k] <= 1 for k in ("top1", "knn_top1", "random_init_top1"))
+  assert "linear top-1" in result.stdout and "random-init encoder" in result.stdout
+  assert (workdir / "tensorboard").is_dir()
