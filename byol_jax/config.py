@@ -95,7 +95,7 @@ def apply_preset(c, preset):
     c.projection_size = 64
     c.predictor_hidden_size = 256
     c.batch_size = 128
-    c.epochs = 10
+    c.epochs = 2  # The README quick start, evaluation included, fits in 10 minutes.
     c.warmup_epochs = 1
     c.shuffle_buffer = 2_000
     c.log_every = 10

@@ -16,6 +16,7 @@ def small_config(**overrides):
   config.predictor_hidden_size = 32
   config.max_steps = 10
   config.warmup_epochs = 0  # Otherwise the first step has learning rate 0 and moves nothing.
+  config.tau_base = 0.9  # Far from 1, so the EMA is visible after one step.
   config.update(overrides)
   return config_lib.validate(config)
 
