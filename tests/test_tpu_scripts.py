@@ -70,7 +70,8 @@ def test_bash_syntax(script):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_shellcheck():
-  subprocess.run(["shellcheck", *(str(TPU / s) for s in SCRIPTS)], check=True, timeout=60)
+  subprocess.run(["shellcheck", "-x", *(str(TPU / s) for s in SCRIPTS)], check=True, timeout=60,
+                 cwd=ROOT)
 
 
 @pytest.mark.parametrize("script,args", [

@@ -24,22 +24,8 @@ EOF
 
 die() { echo "create.sh: $*" >&2; exit 2; }
 
-# One argument, quoted so that the printed command can be pasted back into a shell.
-q() {
-  local plain='^[A-Za-z0-9_./:=@%+,-]+$' flag='^(--[A-Za-z0-9_.-]+=)(.+)$'
-  if [[ $1 =~ $plain ]]; then printf '%s' "$1"
-  elif [[ $1 =~ $flag ]]; then printf '%s' "${BASH_REMATCH[1]}"; q "${BASH_REMATCH[2]}"
-  else local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; fi
-}
-run() {
-  if ((DRY_RUN)); then
-    local a line=""
-    for a in "$@"; do line+="$(q "$a") "; done
-    echo "${line% }"
-  else
-    "$@"
-  fi
-}
+# shellcheck source=experiments/tpu/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # The TPU software version that the Cloud TPU docs give for JAX on each TPU generation.
 default_runtime() {

@@ -28,21 +28,8 @@ EOF
 
 die() { echo "launch.sh: $*" >&2; exit 2; }
 
-q() {
-  local plain='^[A-Za-z0-9_./:=@%+,-]+$' flag='^(--[A-Za-z0-9_.-]+=)(.+)$'
-  if [[ $1 =~ $plain ]]; then printf '%s' "$1"
-  elif [[ $1 =~ $flag ]]; then printf '%s' "${BASH_REMATCH[1]}"; q "${BASH_REMATCH[2]}"
-  else local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; fi
-}
-run() {
-  if ((DRY_RUN)); then
-    local a line=""
-    for a in "$@"; do line+="$(q "$a") "; done
-    echo "${line% }"
-  else
-    "$@"
-  fi
-}
+# shellcheck source=experiments/tpu/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 DRY_RUN=0 RESUME_LOOP=0 STOP=0
 pos=() overrides=()

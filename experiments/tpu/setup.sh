@@ -20,21 +20,8 @@ EOF
 
 die() { echo "setup.sh: $*" >&2; exit 2; }
 
-q() {
-  local plain='^[A-Za-z0-9_./:=@%+,-]+$' flag='^(--[A-Za-z0-9_.-]+=)(.+)$'
-  if [[ $1 =~ $plain ]]; then printf '%s' "$1"
-  elif [[ $1 =~ $flag ]]; then printf '%s' "${BASH_REMATCH[1]}"; q "${BASH_REMATCH[2]}"
-  else local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; fi
-}
-run() {
-  if ((DRY_RUN)); then
-    local a line=""
-    for a in "$@"; do line+="$(q "$a") "; done
-    echo "${line% }"
-  else
-    "$@"
-  fi
-}
+# shellcheck source=experiments/tpu/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 DRY_RUN=0 REPO_URL="" PYTHON=python3
 pos=()

@@ -1,0 +1,20 @@
+# Shared by the TPU scripts: quoting for printed commands, and --dry-run.
+
+# One argument, quoted so that the printed command can be pasted back into a shell.
+q() {
+  local plain='^[A-Za-z0-9_./:=@%+,-]+$' flag='^(--[A-Za-z0-9_.-]+=)(.+)$'
+  if [[ $1 =~ $plain ]]; then printf '%s' "$1"
+  elif [[ $1 =~ $flag ]]; then printf '%s' "${BASH_REMATCH[1]}"; q "${BASH_REMATCH[2]}"
+  else local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; fi
+}
+
+# Runs a command, or prints it when DRY_RUN is 1.
+run() {
+  if ((DRY_RUN)); then
+    local a line=""
+    for a in "$@"; do line+="$(q "$a") "; done
+    echo "${line% }"
+  else
+    "$@"
+  fi
+}
