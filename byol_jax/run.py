@@ -15,9 +15,8 @@ from byol_jax import train
 from byol_jax.data import pipeline
 from byol_jax.evaluation import protocol
 
-# Config keys that may change when a run is resumed without changing what it computes so far.
-_RESUMABLE_CHANGES = ("max_steps", "epochs", "log_every", "checkpoint_every", "keep_checkpoints",
-                      "eval", "data_dir")
+# Config keys that may change when a run is resumed without changing what it computes.
+_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "eval", "data_dir")
 
 
 class NonFiniteError(FloatingPointError):

@@ -230,8 +230,7 @@ def make_update(config, *, num_classes, steps_per_epoch):
         targets.append(jax.lax.stop_gradient(out))
     grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
     (grads, probe_grads), aux = grad_fn(state.online_params, state.probe_params,
-                                        state.online_state, views,
-                                        targets, batch["label"])
+                                        state.online_state, views, targets, batch["label"])
     grads, probe_grads = _mean_over_replicas((grads, probe_grads))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.online_params)
     online_params = optax.apply_updates(state.online_params, updates)

@@ -194,7 +194,8 @@ def test_launch_dry_run_shows_the_training_command(env):
   out = result.stdout
   assert out.startswith("gcloud compute tpus tpu-vm ssh byol-v3 --zone=europe-west4-a "
                         "--worker=all --command=")
-  assert ("python -m byol_jax.main --multihost_tpu --config=configs/byol_gn_ws.py --workdir=gs://bkt/runs/gn-ws "
+  assert ("python -m byol_jax.main --multihost_tpu --config=configs/byol_gn_ws.py "
+          "--workdir=gs://bkt/runs/gn-ws "
           "--config.data_dir=gs://bkt/tensorflow_datasets --config.batch_size=1024") in out
   assert "tmux new-session -d -s byol" in out and "~/byol_runs/gn-ws.log" in out
   assert _gcloud_calls(env) == []
