@@ -1,4 +1,11 @@
-# Shared by the TPU scripts: quoting for printed commands, and --dry-run.
+# Shared by the TPU scripts: errors, quoting for printed commands, and --dry-run.
+
+die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+# gcloud is needed unless the commands are only printed.
+require_gcloud() {
+  ((DRY_RUN)) || command -v gcloud >/dev/null || die "gcloud not found; install the Google Cloud CLI"
+}
 
 # One argument, quoted so that the printed command can be pasted back into a shell.
 q() {

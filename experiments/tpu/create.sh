@@ -22,7 +22,6 @@ EOF
   exit "${1:-2}"
 }
 
-die() { echo "create.sh: $*" >&2; exit 2; }
 
 # shellcheck source=experiments/tpu/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -64,7 +63,7 @@ NAME=${pos[0]} ZONE=${pos[1]} ACCEL=${pos[2]}
 if [[ -z $RUNTIME ]]; then
   RUNTIME=$(default_runtime "$ACCEL") || die "no default runtime for $ACCEL; give --runtime VERSION"
 fi
-((DRY_RUN)) || command -v gcloud >/dev/null || die "gcloud not found; install the Google Cloud CLI"
+require_gcloud
 
 if ((QUEUED)); then
   cmd=(gcloud compute tpus queued-resources create "$NAME" --node-id="$NAME" --zone="$ZONE"

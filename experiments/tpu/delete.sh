@@ -15,7 +15,6 @@ EOF
   exit "${1:-2}"
 }
 
-die() { echo "delete.sh: $*" >&2; exit 2; }
 
 # shellcheck source=experiments/tpu/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -34,7 +33,7 @@ while (($#)); do
 done
 ((${#pos[@]} == 2)) || usage
 NAME=${pos[0]} ZONE=${pos[1]}
-((DRY_RUN)) || command -v gcloud >/dev/null || die "gcloud not found; install the Google Cloud CLI"
+require_gcloud
 
 # --quiet answers the confirmation prompt; --force also deletes the queued resource's TPU.
 if ((QUEUED)); then

@@ -26,7 +26,6 @@ EOF
   exit "${1:-2}"
 }
 
-die() { echo "launch.sh: $*" >&2; exit 2; }
 
 # shellcheck source=experiments/tpu/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -50,7 +49,7 @@ for a in ${pos[@]+"${pos[@]}"} ${overrides[@]+"${overrides[@]}"}; do
   [[ $a != *$'\n'* ]] || die "arguments must not contain newlines"
 done
 need_gcloud() {
-  ((DRY_RUN)) || command -v gcloud >/dev/null || die "gcloud not found; install the Google Cloud CLI"
+  require_gcloud
 }
 
 if ((STOP)); then

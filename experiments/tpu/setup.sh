@@ -18,7 +18,6 @@ EOF
   exit "${1:-2}"
 }
 
-die() { echo "setup.sh: $*" >&2; exit 2; }
 
 # shellcheck source=experiments/tpu/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -40,7 +39,7 @@ while (($#)); do
 done
 ((${#pos[@]} == 2)) || usage
 NAME=${pos[0]} ZONE=${pos[1]}
-((DRY_RUN)) || command -v gcloud >/dev/null || die "gcloud not found; install the Google Cloud CLI"
+require_gcloud
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TARBALL=byol_jax_src.tgz  # In the workers' home directories.
 
