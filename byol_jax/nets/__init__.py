@@ -18,10 +18,18 @@ All are Haiku modules (build them inside hk.transform_with_state) called as
 - `is_last_block_norm(path)`: whether a params key is the last norm of a
   residual block's main path (`.../stage{s}_block{b}/~/last_norm`), the one
   initialised with scale 0.
+- `Conv2D`, `Linear`: hk.Conv2D (NHWC, SAME) / hk.Linear with the same
+  parameters, init and names, but float32 parameters used in the input's
+  dtype; Conv2D lowers to matmuls where XLA:CPU convolutions are slow.
 - `standardize_weight`, `WSConv2D`, `WSLinear`: weight standardization per
-  output unit over the fan-in (eps 1e-4), drop-in for hk.Conv2D / hk.Linear
-  with the same parameters.
+  output unit over the fan-in (eps 1e-4), same parameters as Conv2D / Linear.
+
+Mixed precision: every module computes in its input's dtype, norms in float32,
+and every parameter and state is float32; float32 inputs give float32 results
+as before, bf16 inputs (cast by the caller) give a bf16 network.
 """
+from byol_jax.nets.layers import Conv2D
+from byol_jax.nets.layers import Linear
 from byol_jax.nets.layers import make_norm
 from byol_jax.nets.layers import NORMS
 from byol_jax.nets.layers import standardize_weight
@@ -33,6 +41,8 @@ from byol_jax.nets.resnet import ResNet
 from byol_jax.nets.resnet import STEMS
 
 __all__ = (
+    "Conv2D",
+    "Linear",
     "MLP",
     "NORMS",
     "ResNet",

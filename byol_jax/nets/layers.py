@@ -1,4 +1,9 @@
-"""Weight-standardized layers and the normalization factory.
+"""Conv and linear layers (optionally weight-standardized) and the norms.
+
+Mixed precision: parameters are always float32; convs and linears compute in
+the dtype of their input, and every norm in float32 (bf16 statistics are too
+coarse), returning its input's dtype. Float32 inputs are thus unaffected, and
+bf16 inputs make a network run in bf16 on float32 master weights.
 
 Every normalization that has parameters lives in a Haiku module called exactly
 `name` with parameters "scale" and "offset", so a layer has the same module
@@ -10,6 +15,9 @@ from typing import Callable
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from byol_jax.nets import conv
 
 # User-facing choices. "affine" is also accepted by `make_norm`: it is the
 # network of the paper's modified init (BN removed, its scale/offset kept).
@@ -37,46 +45,81 @@ def standardize_weight(w: jax.Array, eps: float = 1e-4) -> jax.Array:
   return (w - mean) * jax.lax.rsqrt(var + eps)
 
 
-def _standardize_own_w(module: hk.Module):
-  """A custom getter that standardizes `module`'s "w" and nothing else."""
+class _Layer(hk.Module):
+  """Float32 parameters "w" and "b", used in the dtype of the layer's input.
 
-  def getter(next_getter, value, context):
-    if context.module is module and context.name == "w":
-      value = standardize_weight(value)
-    return next_getter(value)
-
-  return getter
-
-
-class WSConv2D(hk.Conv2D):
-  """hk.Conv2D (NHWC) whose kernel is weight-standardized at every call.
-
-  Parameters are hk.Conv2D's ("w" [kh, kw, cin, cout], "b"), stored raw.
+  So a caller gets bf16 compute by casting its inputs, while the parameters
+  (and the optimizer state built on them) stay float32.
   """
 
-  def __init__(self, output_channels, kernel_shape, stride=1, padding="SAME",
-               with_bias=True, w_init=None, b_init=None, name=None):
-    super().__init__(
-        output_channels=output_channels, kernel_shape=kernel_shape,
-        stride=stride, padding=padding, with_bias=with_bias, w_init=w_init,
-        b_init=b_init, data_format="NHWC", name=name)
+  _standardize = False  # Weight-standardize "w" (in float32) at every call.
 
-  def __call__(self, inputs: jax.Array) -> jax.Array:
-    with hk.custom_getter(_standardize_own_w(self)):
-      return super().__call__(inputs)
+  def __init__(self, with_bias, w_init, b_init, name):
+    super().__init__(name=name)
+    self._with_bias = with_bias
+    self._w_init = w_init
+    self._b_init = b_init or jnp.zeros
+
+  def _weight(self, shape, dtype) -> jax.Array:
+    w_init = self._w_init
+    if w_init is None:  # The default of hk.Conv2D and hk.Linear.
+      stddev = 1. / np.sqrt(np.prod(shape[:-1]))
+      w_init = hk.initializers.TruncatedNormal(stddev=stddev)
+    w = hk.get_parameter("w", shape, jnp.float32, init=w_init)
+    if self._standardize:
+      w = standardize_weight(w)
+    return w.astype(dtype)
+
+  def _add_bias(self, out: jax.Array) -> jax.Array:
+    if not self._with_bias:
+      return out
+    b = hk.get_parameter("b", (out.shape[-1],), jnp.float32, init=self._b_init)
+    return out + b.astype(out.dtype)
 
 
-class WSLinear(hk.Linear):
-  """hk.Linear whose weight ("w" [in, out]) is standardized at every call."""
+class Conv2D(_Layer):
+  """SAME-padded NHWC conv with hk.Conv2D's parameters, init and default name.
+
+  Parameters: "w" [k, k, Cin, Cout] and, with_bias, "b" [Cout]. Square
+  kernels and strides only. Runs `conv.conv2d`, fast on CPU too.
+  """
+
+  def __init__(self, output_channels, kernel_shape, stride=1, with_bias=True,
+               w_init=None, b_init=None, name=None):
+    super().__init__(with_bias, w_init, b_init, name)
+    self._output_channels = output_channels
+    self._kernel_size = kernel_shape
+    self._stride = stride
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self._kernel_size
+    w = self._weight((k, k, x.shape[-1], self._output_channels), x.dtype)
+    return self._add_bias(conv.conv2d(x, w, self._stride))
+
+
+class WSConv2D(Conv2D):
+  """Conv2D whose kernel is weight-standardized at every call (stored raw)."""
+
+  _standardize = True
+
+
+class Linear(_Layer):
+  """hk.Linear's computation, parameters ("w" [in, out], "b"), init and name."""
 
   def __init__(self, output_size, with_bias=True, w_init=None, b_init=None,
                name=None):
-    super().__init__(output_size=output_size, with_bias=with_bias,
-                     w_init=w_init, b_init=b_init, name=name)
+    super().__init__(with_bias, w_init, b_init, name)
+    self._output_size = output_size
 
-  def __call__(self, inputs: jax.Array) -> jax.Array:
-    with hk.custom_getter(_standardize_own_w(self)):
-      return super().__call__(inputs)
+  def __call__(self, x: jax.Array) -> jax.Array:
+    w = self._weight((x.shape[-1], self._output_size), x.dtype)
+    return self._add_bias(jnp.dot(x, w))
+
+
+class WSLinear(Linear):
+  """Linear whose weight is weight-standardized at every call (stored raw)."""
+
+  _standardize = True
 
 
 class _Affine(hk.Module):
@@ -89,9 +132,18 @@ class _Affine(hk.Module):
   def __call__(self, x: jax.Array, is_training: bool) -> jax.Array:
     del is_training  # No statistics, so train and eval are the same.
     shape = (x.shape[-1],)
-    scale = hk.get_parameter("scale", shape, x.dtype, self._scale_init)
-    offset = hk.get_parameter("offset", shape, x.dtype, jnp.zeros)
+    scale = hk.get_parameter("scale", shape, jnp.float32, self._scale_init)
+    offset = hk.get_parameter("offset", shape, jnp.float32, jnp.zeros)
     return x * scale + offset
+
+
+def _in_float32(norm: NormFn) -> NormFn:
+  """`norm` run on a float32 copy of its input, cast back to the input dtype."""
+
+  def float32_norm(x: jax.Array, is_training: bool) -> jax.Array:
+    return norm(x.astype(jnp.float32), is_training).astype(x.dtype)
+
+  return float32_norm
 
 
 def _identity(x: jax.Array, is_training: bool) -> jax.Array:
@@ -112,7 +164,9 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16,
   eval, optionally across replicas), "ln" (GroupNorm with one group: over
   (H, W, C) of a feature map, over C of a vector), "gn" (`gn_groups` groups of
   channels), "none" (identity, no parameters) and "affine" (trainable scale
-  and offset of shape (C,), no statistics). Inputs are channels-last.
+  and offset of shape (C,), no statistics). Inputs are channels-last. Each
+  kind computes in float32 with float32 parameters and state, and returns the
+  input dtype.
 
   Args:
     kind: one of NORMS or "affine".
@@ -134,12 +188,12 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16,
   if kind == "none":
     return _identity
   if kind == "affine":
-    return _Affine(zero_init_scale, name=name)
+    return _in_float32(_Affine(zero_init_scale, name=name))
   if kind == "bn":
-    return hk.BatchNorm(
+    return _in_float32(hk.BatchNorm(
         create_scale=True, create_offset=True, decay_rate=bn_decay_rate,
         eps=eps, scale_init=scale_init,
-        cross_replica_axis=bn_cross_replica_axis, name=name)
+        cross_replica_axis=bn_cross_replica_axis, name=name))
 
   groups = 1 if kind == "ln" else gn_groups
   if groups < 1:
@@ -156,4 +210,4 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16,
           f"{', '.join(map(str, _divisors(channels)))}.")
     return module(x)
 
-  return group_norm
+  return _in_float32(group_norm)

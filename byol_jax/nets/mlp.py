@@ -17,7 +17,7 @@ class MLP(hk.Module):
                bn_cross_replica_axis=None, bn_decay_rate=0.9, name=None):
     """Builds the head; ValueError on an unknown norm or gn_groups < 1."""
     super().__init__(name=name)
-    linear = layers.WSLinear if weight_standardization else hk.Linear
+    linear = layers.WSLinear if weight_standardization else layers.Linear
     self._hidden = linear(hidden_size, with_bias=True, name="linear_0")
     self._norm = layers.make_norm(
         norm, name="norm", gn_groups=gn_groups,

@@ -85,7 +85,8 @@ class ResNet(hk.Module):
   """ResNet v1 returning the global-average-pooled embedding (no head).
 
   Called as `resnet(images, is_training)` on float NHWC images; returns
-  [B, 2048 * width] (bottleneck depths) or [B, 512 * width] (18, 34).
+  [B, 2048 * width] (bottleneck depths) or [B, 512 * width] (18, 34), in the
+  images' dtype: bf16 images run it in bf16 on float32 parameters.
   """
 
   def __init__(self, depth=50, width=1, stem="imagenet", norm="bn",
@@ -123,8 +124,8 @@ class ResNet(hk.Module):
       raise ValueError(f"ResNet width must be one of "
                        f"{', '.join(map(str, WIDTHS))}, got {width!r}.")
     conv = functools.partial(
-        layers.WSConv2D if weight_standardization else hk.Conv2D,
-        with_bias=False, padding="SAME",
+        layers.WSConv2D if weight_standardization else layers.Conv2D,
+        with_bias=False,
         w_init=hk.initializers.VarianceScaling(2.0, "fan_out", "normal"))
     norm_fn = functools.partial(
         layers.make_norm, norm, gn_groups=gn_groups,
