@@ -22,7 +22,10 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=_requirements(),
     extras_require={
-        "test": ["pytest>=7"],
+        # matplotlib: tests/test_reproduce.py checks the plots experiments/reproduce.py writes.
+        "test": ["pytest>=7", "matplotlib>=3.7"],
         "experiments": ["matplotlib>=3.7"],
+        # Only experiments/bench_train_step.py's PyTorch baseline; never imported by byol_jax.
+        "bench": ["torch==2.13.0"],
     },
 )

@@ -1,0 +1,64 @@
+"""experiments/reproduce.py: run commands, skipping finished runs, and the tables it writes."""
+import importlib.util
+import json
+import pathlib
+
+from etils import epath
+import pytest
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "reproduce.py"
+_SPEC = importlib.util.spec_from_file_location("reproduce", _PATH)
+reproduce = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(reproduce)
+
+
+def _fake_run(workdir, top1, knn, wall_s=60.0):
+  workdir.mkdir(parents=True)
+  metrics = [{"step": s, "loss": 1.0, "probe_accuracy": 0.1, "positive_cosine": 0.9,
+              "negative_cosine": 0.2, "projection_std": 0.5} for s in (10, 20)]
+  (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in metrics))
+  (workdir / "eval.json").write_text(json.dumps(
+      {"top1": top1, "knn_top1": knn, "random_init_top1": 0.1}))
+  (workdir / "reproduce.json").write_text(json.dumps({"wall_s": wall_s}))
+
+
+def test_cpu_command_uses_tiny_preset_variant_and_seed():
+  variant = reproduce.TABLE2[1]  # No normalization.
+  command = reproduce.run_command(variant, 2, "/w", "cpu", "2", ["--flag"])
+  assert "--config=configs/byol.py:tiny" in command
+  assert "--config.norm=none" in command and "--config.seed=2" in command
+  assert command[-1] == "--flag" and "--workdir=/w" in command
+
+
+def test_full_table1_command_trains_300_epochs_on_the_config_file():
+  command = reproduce.run_command(reproduce.TABLE1[0], 0, "/w", "full", "1", [])
+  assert "--config=configs/byol.py" in command and "--config.epochs=300" in command
+  assert not any(arg.startswith("--config.max_steps") for arg in command)
+
+
+def test_finished_runs_are_skipped_and_unfinished_ones_run(tmp_path, monkeypatch):
+  root = epath.Path(tmp_path)
+  _fake_run(tmp_path / "bn" / "seed0", 0.5, 0.4)
+  called = []
+  monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd, cwd: called.append(cmd) or 0)
+  reproduce.run_all(reproduce.TABLE2[:1], [0, 1], root, "cpu", "2", [])
+  assert len(called) == 1 and f"--workdir={root / 'bn' / 'seed1'}" in called[0]
+
+
+def test_a_failed_run_stops_with_its_name(tmp_path, monkeypatch):
+  monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd, cwd: 143)
+  with pytest.raises(SystemExit, match="bn seed 0 exited with 143"):
+    reproduce.run_all(reproduce.TABLE2[:1], [0], epath.Path(tmp_path), "cpu", "2", [])
+  assert (tmp_path / "bn" / "seed0" / "reproduce.json").exists()
+
+
+def test_report_gives_mean_and_std_over_seeds(tmp_path, monkeypatch):
+  monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+  _fake_run(tmp_path / "runs" / "bn" / "seed0", 0.50, 0.40)
+  _fake_run(tmp_path / "runs" / "bn" / "seed1", 0.60, 0.40)
+  table = reproduce.report(reproduce.TABLE2, [0, 1], epath.Path(tmp_path / "runs"), "cpu", "2",
+                           "python experiments/reproduce.py --table=2")
+  row = next(line for line in table.splitlines() if line.startswith("| bn "))
+  assert "55.0 ± 5.0" in row and "40.0 ± 0.0" in row and "| 2 |" in row
+  assert "none" not in table.split("\n", 2)[2]  # Unfinished variants are left out.
+  assert (tmp_path / "table2_cpu.md").exists() and (tmp_path / "table2_cpu_cosine.png").exists()
