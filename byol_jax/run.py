@@ -57,13 +57,21 @@ class Trainer:
     self._stop_reason = reason
 
   def _batches(self, start_step):
+    return self.host_batches(start_step, jax.process_index(), jax.process_count(),
+                             jax.local_device_count())
+
+  def host_batches(self, start_step, process_index, process_count, local_device_count):
+    """The slices of the global batches that host `process_index` of `process_count` reads.
+
+    Each host reads its own shard of the dataset in its own seeded order, so the union of the
+    hosts' slices is a different global batch than one process reads.
+    """
     c = self.config
     return pipeline.pretrain_batches(
         dataset=c.dataset, data_dir=c.data_dir, split=self.info.pretrain_split,
         global_batch_size=c.batch_size, image_size=c.image_size, seed=c.seed,
-        start_step=start_step, process_index=jax.process_index(),
-        process_count=jax.process_count(), local_device_count=jax.local_device_count(),
-        shuffle_buffer=c.shuffle_buffer)
+        start_step=start_step, process_index=process_index, process_count=process_count,
+        local_device_count=local_device_count, shuffle_buffer=c.shuffle_buffer)
 
   def _fresh_state(self):
     c = self.config

@@ -56,15 +56,23 @@ def network_norms(config, *, bn_stats_pass=False):
 
 
 def network_fn(config, *, bn_stats_pass=False):
-  """(images, is_training) -> {embedding, projection[, prediction]}, to be hk.transformed."""
+  """(images, is_training) -> float32 {embedding, projection[, prediction]}, to be hk.transformed.
+
+  The network itself computes in config.compute_dtype.
+  """
   encoder_norm, projector_norm, predictor_norm = network_norms(config, bn_stats_pass=bn_stats_pass)
   common = dict(
       weight_standardization=config.weight_standardization, gn_groups=config.gn_groups,
       bn_cross_replica_axis=AXIS if config.bn_cross_replica else None,
       # Decay 0 makes the moving averages of the statistics pass equal its batch statistics.
       bn_decay_rate=0.0 if bn_stats_pass else 0.9)
+  compute_dtype = jnp.dtype(config.compute_dtype)
 
   def forward(images, is_training):
+    # Mixed precision, all of it: the layers compute in their input's dtype and keep float32
+    # params (so gradients, optimizer state and the EMA are float32), and every consumer of the
+    # outputs (losses, probe, collapse metrics, evaluation) gets float32.
+    images = images.astype(compute_dtype)
     embedding = nets.ResNet(depth=config.depth, width=config.width, stem=config.stem,
                             norm=encoder_norm, name="encoder", **common)(images, is_training)
     projection = nets.MLP(config.projector_hidden_size, config.projection_size,
@@ -74,7 +82,7 @@ def network_fn(config, *, bn_stats_pass=False):
       outputs["prediction"] = nets.MLP(
           config.predictor_hidden_size, config.projection_size, norm=predictor_norm,
           name="predictor", **common)(projection, is_training)
-    return outputs
+    return {k: v.astype(jnp.float32) for k, v in outputs.items()}
 
   return forward
 

@@ -23,6 +23,8 @@ def test_training_configs_validate(name, preset):
   config = config_lib.validate(load(name, preset))
   if preset == "tiny":
     assert config.dataset == "shapes10" and config.depth == 18
+  # Mixed precision where it pays (TPU/GPU); exact float32 on the CPU preset.
+  assert config.compute_dtype == ("float32" if preset == "tiny" else "bfloat16")
 
 
 def test_paper_hyper_parameters():
@@ -63,6 +65,8 @@ def test_bn_stats_override_works_from_any_byol_config(name):
     ("base_lr", -1.0, "config.base_lr=-1.0 must be > 0"),
     ("tau_base", 1.5, "config.tau_base=1.5 must be in [0, 1]"),
     ("max_steps", 0, "config.max_steps=0 must be a positive integer"),
+    ("compute_dtype", "float16", "config.compute_dtype='float16' is not valid; choose one of "
+                                 "('float32', 'bfloat16')"),
 ])
 def test_bad_values_name_key_value_and_choices(key, value, expected):
   config = load("byol")

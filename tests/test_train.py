@@ -1,9 +1,4 @@
-"""The mapped train step: device-count invariance, multi-host equality, EMA, gradient isolation."""
-import os
-import socket
-import subprocess
-import sys
-
+"""The mapped train step: device-count invariance, EMA, gradient isolation, mixed precision."""
 import haiku as hk
 import jax
 import numpy as np
@@ -116,29 +111,28 @@ def test_inference_on_a_batch_of_one(norm):
   assert features.shape == (1, 512 * config.width) and np.all(np.isfinite(features))
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+def _relative_difference(a, b):
+  a, b = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)]) for t in (a, b))
+  return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
-def test_two_processes_equal_one_process_with_four_devices(tmp_path):
-  """2 processes x 2 CPU devices (gloo) give the same params after 3 steps as 1 x 4 devices."""
-  config = train_helpers.small_config(norm="bn")
-  port, output = _free_port(), tmp_path / "params.npz"
-  worker = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
-  env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
-  env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, worker, str(port), str(i), str(output)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
-  outs = [p.communicate(timeout=600)[0].decode() for p in procs]
-  assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
-  reference, history = _run(config, 4, steps=3)
-  with np.load(output) as result:
-    np.testing.assert_allclose(result["losses"], [m["loss"] for m in history], rtol=1e-5)
-    for module, leaves in reference.online_params.items():
-      for name, value in leaves.items():
-        np.testing.assert_allclose(result[f"{module}|{name}"], value, rtol=1e-4, atol=1e-6)
+def test_bfloat16_step_is_close_to_the_float32_step_and_keeps_float32_state():
+  """compute_dtype=bfloat16: one step on the same batch lands next to the float32 step.
+
+  Measured on this step (BN; GN+WS with LN heads gave the same orders): loss 3.1996 vs 3.1984
+  (relative 4e-4); updated params relative difference 5e-5 (the update itself differs by 15%, almost
+  all in BN scale/offset gradients, sums of many cancelling bf16 terms). Tolerances: the loss within
+  bf16's resolution (2^-8), 10x the measured difference; the params within 5e-4, 10x the measured
+  difference and 3x below the 1.7e-3 by which storing them in bf16 would move them.
+  """
+  f32 = train_helpers.small_config(norm="bn")
+  bf16 = train_helpers.small_config(norm="bn", compute_dtype="bfloat16")
+  (state_f32, (metrics_f32,)), (state_bf16, (metrics_bf16,)) = _run(f32, 1), _run(bf16, 1)
+  np.testing.assert_allclose(metrics_bf16["loss"], metrics_f32["loss"], rtol=2**-8)
+  assert _relative_difference(state_bf16.online_params, state_f32.online_params) < 5e-4
+  # Parameters, BN statistics, target, optimizer and probe states all stay float32.
+  floats = [x for x in jax.tree.leaves(state_bf16) if np.issubdtype(x.dtype, np.floating)]
+  assert floats and all(x.dtype == np.float32 for x in floats)
 
 
 def test_parameter_count_of_the_heads():
