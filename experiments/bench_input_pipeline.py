@@ -14,7 +14,6 @@ Prints a Markdown table and writes it to experiments/results/input_pipeline.md (
 import argparse
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                "input_pipeline.md")
@@ -89,14 +90,6 @@ def _augment_time(image_size, batch_size, repeats):
   return compile_s, 1e3 * statistics.median(times), jax.devices()[0].device_kind
 
 
-def _cpu_name():
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
-
-
 def _in_subprocess(fn, *args):
   """Runs fn in a fresh process, so core pinning and thread pools do not leak between runs."""
   with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -146,7 +139,7 @@ def main():
 
   table = "\n".join(
       [f"Input pipeline benchmark: `python experiments/bench_input_pipeline.py` on "
-       f"{_cpu_name()}, {cores} cores available to the process.", "",
+       f"{machine.cpu_name()}, {cores} cores available to the process.", "",
        "| measurement | result | setting |", "| --- | --- | --- |"]
       + [f"| {name} | {value} | {setting} |" for name, value, setting in rows]) + "\n"
   print(table)

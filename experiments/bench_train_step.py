@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import resource
 import statistics
 import subprocess
@@ -43,6 +42,8 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _NUM_CLASSES = 10
 _NO_AUGMENTATION = ("color_jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob")
@@ -304,14 +305,6 @@ def _rows(args):
           for r in rows for norm in ("bn", "gn_ws")]
 
 
-def _cpu_name():
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
-
-
 def _percent(part, whole):
   return f"{100 * part / whole:.0f}%"
 
@@ -402,7 +395,7 @@ def main():
   torch_peak = f"{matmul['torch'] / 1e9:.0f}" if matmul["torch"] else "failed"
   text = "\n".join([
       f"BYOL train step, ours (byol_jax.train on 1 XLA:CPU device) against PyTorch (eager), on "
-      f"{_cpu_name()}, {cores} cores, 1-min load average {load:.1f} before the run (other work "
+      f"{machine.cpu_name()}, {cores} cores, 1-min load average {load:.1f} before the run (other work "
       f"on the cores distorts the timings, PyTorch's more). Images/s are "
       f"batch / median of {args.steps} steps after compiling and {args.warmup} warm-up step(s), "
       f"on two pre-made views without augmentation.",
