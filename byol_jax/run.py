@@ -71,7 +71,8 @@ class Trainer:
         dataset=c.dataset, data_dir=c.data_dir, split=self.info.pretrain_split,
         global_batch_size=c.batch_size, image_size=c.image_size, seed=c.seed,
         start_step=start_step, process_index=process_index, process_count=process_count,
-        local_device_count=local_device_count, shuffle_buffer=c.shuffle_buffer)
+        local_device_count=local_device_count, shuffle_buffer=c.shuffle_buffer,
+        crop_min_area=c.crop_min_area)
 
   def _fresh_state(self):
     c = self.config

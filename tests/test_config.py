@@ -64,6 +64,7 @@ def test_bn_stats_override_works_from_any_byol_config(name):
     ("batch_size", 0, "config.batch_size=0 must be a positive integer"),
     ("base_lr", -1.0, "config.base_lr=-1.0 must be > 0"),
     ("tau_base", 1.5, "config.tau_base=1.5 must be in [0, 1]"),
+    ("crop_min_area", 0.0, "config.crop_min_area=0.0 must be in (0, 1]"),
     ("max_steps", 0, "config.max_steps=0 must be a positive integer"),
     ("compute_dtype", "float16", "config.compute_dtype='float16' is not valid; choose one of "
                                  "('float32', 'bfloat16')"),

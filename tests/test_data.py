@@ -107,6 +107,14 @@ def test_hosts_read_disjoint_shards(fake_imagenet, shuffle_buffer):
   np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(24))
 
 
+def test_crop_min_area_one_makes_both_views_the_whole_image(fake_imagenet):
+  def views_match(batch):  # Per example: the views are equal up to a horizontal flip.
+    v1, v2 = batch["view1"][0].astype(int), batch["view2"][0].astype(int)
+    return [(a == b).all() or (a == b[:, ::-1]).all() for a, b in zip(v1, v2)]
+  assert all(views_match(next(_pretrain(crop_min_area=1.0))))
+  assert not any(views_match(next(_pretrain())))
+
+
 def test_global_batch_size_must_divide_over_devices():
   with pytest.raises(ValueError, match=r"global_batch_size 10 .* 2 \* 4 = 8.* e\.g\. 8 or 16"):
     _pretrain(global_batch_size=10, process_count=2, local_device_count=4)

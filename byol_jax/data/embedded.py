@@ -1,12 +1,13 @@
 """shapes10: a small labelled image dataset that generates itself, offline.
 
-It lets the quick start and the tests run the real tfds/tf.data input path (PNG records, decode,
-crops) without any download. Each image shows one of ten shapes (the label) with a random colour,
-size, aspect, position and rotation, on a striped, noisy background of another random colour.
-Colour carries no label information, so colour-jitter invariance pays off, and the shape's
-position and pose vary too much for a linear classifier on raw pixels to do well: ridge regression
-on raw pixels scores about 12% on the test split (chance: 10%), against about 32% for the pooled
-features of a random two-layer conv net.
+It lets the quick start, the tests and the CPU-scale reproduction run the real tfds/tf.data input
+path (PNG records, decode, crops) without any download. Each image shows one of ten shapes (the
+label) with a random colour, size, aspect, rotation and a small random shift, on a striped, noisy
+background of another random colour. Colour carries no label information, so colour-jitter
+invariance pays off, and pose and colour vary too much for a linear classifier on raw pixels or on
+a random encoder to do well (about 10-15%; chance is 10%). Version 2 draws the shapes larger and
+nearer the centre than version 1, so that a few hundred steps learn them: with labels, the tiny
+preset's encoder reached 73% test accuracy after 200 Adam steps (version 1: 29% after 300).
 
 Generation is deterministic (fixed seeds) vectorised numpy, about 3 s for both splits; the tfds
 build, which also PNG-encodes and writes the records, takes about 10 s.
@@ -63,7 +64,7 @@ def _draw(labels, rng):
   # Shape alpha, drawn at a higher resolution then box-filtered.
   fine = ((np.arange(size * _SUPERSAMPLE) + 0.5) / _SUPERSAMPLE).astype(np.float32)
   x, y = fine[None, None, :, None], fine[None, :, None, None]
-  cx, cy, radius = uniform(9, 23), uniform(9, 23), uniform(6, 13)
+  cx, cy, radius = uniform(13, 19), uniform(13, 19), uniform(10, 14)  # Shape spans 20-28 px.
   aspect, angle = np.exp(uniform(-0.25, 0.25)), uniform(0, 2 * np.pi)
   dx, dy = (x - cx) / radius, (y - cy) / radius
   u = (np.cos(angle) * dx + np.sin(angle) * dy) * aspect
@@ -105,8 +106,9 @@ def generate(num_examples, seed):
 class Shapes10(tfds.core.GeneratorBasedBuilder):
   """tfds builder of shapes10; `download_and_prepare` generates the data, nothing is downloaded."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "2.0.0": "Larger shapes (radius 10-14 px, was 6-13), within 3 px of the centre."}
   # No files (checksums, metadata) live beside this builder. Saying so also keeps tfds 4.9.10 from
   # resolving the source folder through importlib_resources, which it imports but does not require.
   code_path = None

@@ -48,6 +48,7 @@ _MAX_CHUNKS = 64
 _FOREVER = 2**62
 # Tags that keep the stateless random streams of different purposes apart.
 _ORDER, _CROP = 1, 2
+CROP_MIN_AREA = 0.08  # BYOL's random-resized-crop keeps 8% to 100% of the image.
 
 # The pipeline runs on CPU; keep a GPU build of TensorFlow off the accelerators that JAX owns.
 try:
@@ -325,16 +326,16 @@ def _resize(image, size):
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def _random_window(shape, seed):
-  """[y, x, h, w] of a random crop: area 8% to 100% of the image, aspect ratio 3/4 to 4/3."""
+def _random_window(shape, seed, min_area):
+  """[y, x, h, w] of a random crop: area min_area to 100% of the image, aspect 3/4 to 4/3."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=seed,
-      min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+      min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(min_area, 1.0),
       max_attempts=10, use_image_if_no_bounding_boxes=True)
   return tf.concat([begin[:2], size[:2]], axis=0)
 
 
-def _random_views(image_bytes, image_size, seed, num_views):
+def _random_views(image_bytes, image_size, seed, num_views, min_area=CROP_MIN_AREA):
   """`num_views` independent random-resized-crop + flip views, uint8 [V, S, S, 3].
 
   JPEGs are decoded only inside each crop window (fused decode and crop); other formats are
@@ -344,14 +345,15 @@ def _random_views(image_bytes, image_size, seed, num_views):
 
   def jpeg_crops():
     shape = tf.image.extract_jpeg_shape(image_bytes)
-    return [tf.image.decode_and_crop_jpeg(image_bytes, _random_window(shape, s), channels=3)
+    return [tf.image.decode_and_crop_jpeg(image_bytes, _random_window(shape, s, min_area),
+                                         channels=3)
             for s, _ in seeds]
 
   def decoded_crops():
     image = _decode(image_bytes)
     crops = []
     for s, _ in seeds:
-      y, x, h, w = tf.unstack(_random_window(tf.shape(image), s))
+      y, x, h, w = tf.unstack(_random_window(tf.shape(image), s, min_area))
       crops.append(image[y:y + h, x:x + w])
     return crops
 
@@ -469,7 +471,7 @@ def _check_batch_size(global_batch_size, process_count, local_device_count):
 
 def pretrain_batches(*, dataset, data_dir, split, global_batch_size, image_size, seed,
                      start_step=0, process_index=0, process_count=1, local_device_count=1,
-                     shuffle_buffer=10_000, skip_corrupt=False):
+                     shuffle_buffer=10_000, crop_min_area=CROP_MIN_AREA, skip_corrupt=False):
   """Infinite iterator of this host's pretraining batches: two uint8 views per image.
 
   Args:
@@ -485,6 +487,7 @@ def pretrain_batches(*, dataset, data_dir, split, global_batch_size, image_size,
       shard (tfds.split_for_jax_process).
     local_device_count: devices on this host.
     shuffle_buffer: shuffle buffer size (records); also the smallest chunk of the epoch order.
+    crop_min_area: the smallest random-resized-crop, as a fraction of the image's area.
     skip_corrupt: skip undecodable images instead of raising (see the module docstring).
 
   Yields:
@@ -500,7 +503,8 @@ def pretrain_batches(*, dataset, data_dir, split, global_batch_size, image_size,
   start = start_step * host_batch
 
   def examples(position, record):
-    views = _random_views(record["image"], image_size, _fold(crop_seed, position), 2)
+    views = _random_views(record["image"], image_size, _fold(crop_seed, position), 2,
+                          crop_min_area)
     return {"view1": views[0], "view2": views[1], "label": record["label"],
             "position": position}
 
