@@ -23,23 +23,14 @@ class NonFiniteError(FloatingPointError):
   """The loss or the gradient became NaN or infinite."""
 
 
-def check_batch_size(batch_size, process_count, local_device_count):
-  """The global batch must split evenly over processes and their devices."""
-  devices = process_count * local_device_count
-  if batch_size % devices:
-    raise ValueError(
-        f"config.batch_size={batch_size} is not divisible by the {devices} devices "
-        f"({process_count} process(es) x {local_device_count} local devices); use a multiple of "
-        f"{devices}, e.g. --config.batch_size={max(devices, batch_size // devices * devices)}.")
-
-
 class Trainer:
   """Pretrains one config in one workdir, resuming from its latest checkpoint."""
 
   def __init__(self, config, workdir):
     self.config = config
     self.workdir = workdir
-    check_batch_size(config.batch_size, jax.process_count(), jax.local_device_count())
+    pipeline.per_device_batch_size(config.batch_size, jax.process_count(),
+                                   jax.local_device_count(), name="config.batch_size")
     self.info = pipeline.dataset_info(config.dataset, config.data_dir)
     self.steps_per_epoch = max(self.info.num_train_examples // config.batch_size, 1)
     self.total_steps = train.total_steps(config, self.steps_per_epoch)

@@ -116,7 +116,8 @@ def test_crop_min_area_one_makes_both_views_the_whole_image(fake_imagenet):
 
 
 def test_global_batch_size_must_divide_over_devices():
-  with pytest.raises(ValueError, match=r"global_batch_size 10 .* 2 \* 4 = 8.* e\.g\. 8 or 16"):
+  with pytest.raises(ValueError, match=r"global_batch_size=10 is not divisible by the 8 devices "
+                     r"\(2 process\(es\) x 4 local devices\).* e\.g\. 8 or 16"):
     _pretrain(global_batch_size=10, process_count=2, local_device_count=4)
 
 

@@ -458,14 +458,19 @@ class _Batches:
     raise error
 
 
-def _check_batch_size(global_batch_size, process_count, local_device_count):
+def per_device_batch_size(global_batch_size, process_count, local_device_count,
+                          name="global_batch_size"):
+  """global_batch_size / (process_count * local_device_count), which must be a whole number.
+
+  `name` is what the error message calls the batch size (e.g. the config key that set it).
+  """
   devices = process_count * local_device_count
   if global_batch_size <= 0 or global_batch_size % devices:
     lower = max(devices, global_batch_size // devices * devices)
     raise ValueError(
-        f"global_batch_size {global_batch_size} is not divisible by process_count * "
-        f"local_device_count = {process_count} * {local_device_count} = {devices}: use a "
-        f"multiple of {devices}, e.g. {lower} or {lower + devices}.")
+        f"{name}={global_batch_size} is not divisible by the {devices} devices "
+        f"({process_count} process(es) x {local_device_count} local devices): use a multiple of "
+        f"{devices}, e.g. {lower} or {lower + devices}.")
   return global_batch_size // devices
 
 
@@ -496,7 +501,7 @@ def pretrain_batches(*, dataset, data_dir, split, global_batch_size, image_size,
      "index": int32 [local_device_count, per_device_batch], each example's position in the
        global batch (host p holds p * host_batch ... (p + 1) * host_batch - 1)}.
   """
-  per_device = _check_batch_size(global_batch_size, process_count, local_device_count)
+  per_device = per_device_batch_size(global_batch_size, process_count, local_device_count)
   host_batch = per_device * local_device_count
   source = _source(dataset, data_dir, split, process_index, process_count, seed, shuffle_buffer)
   crop_seed = _seed(seed, _CROP, process_index)
