@@ -1,7 +1,7 @@
 r"""BYOL train-step throughput against XLA's FLOP count, the machine's matmul peak and PyTorch.
 
     pip install -e .[bench]       # PyTorch, for the side-by-side step only
-    python experiments/bench_train_step.py                  # the full table (~15 min on 2 cores)
+    python experiments/bench_train_step.py                  # the full table (~25 min on 2 cores)
     python experiments/bench_train_step.py --quick          # end-to-end check, 32 and 224 px
 
 Rows: ResNet-18 at --r18_sizes with the cifar and imagenet stems and ResNet-50 at --r50_sizes with
@@ -22,8 +22,10 @@ Also: XLA's FLOP count of the compiled step (cost_analysis) and achieved FLOP/s 
 the best f32 jnp.dot of two --matmul_size square matrices, measured in the same run; the cost of
 weight standardization (GN+WS against GN alone) and of on-device augmentation (the config's
 augmentations against none) as a fraction of the step with them, for the GN+WS rows in
---ablate. The cifar-stem rows keep the pixels per batch of 32 px (batch r18_batch * (32/px)^2,
-at least 8), as their FLOPs grow with the square of the size.
+--ablate; the three variants of such a row are timed interleaved in one process (one step of
+each per round), as separate runs differ by more than these costs. The cifar-stem rows keep the
+pixels per batch of 32 px (batch r18_batch * (32/px)^2, at least 8), as their FLOPs grow with
+the square of the size.
 
 Prints a Markdown table and writes it to experiments/results/train_step.md (--quick:
 train_step_quick.md; --output to change).
@@ -61,14 +63,21 @@ def _views(batch, size):
 
 def _time_steps(step, warmup, steps):
   """Median seconds of `steps` calls of step() after `warmup` calls; step() must block."""
-  for _ in range(warmup):
-    step()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return _time_interleaved({"s": step}, warmup, steps)["s"]
+
+
+def _time_interleaved(steps_by_name, warmup, rounds):
+  """Median seconds of each blocking step(), after `warmup` calls of each; round-robin order."""
+  for step in steps_by_name.values():
+    for _ in range(warmup):
+      step()
+  times = {name: [] for name in steps_by_name}
+  for _ in range(rounds):
+    for name, step in steps_by_name.items():
+      start = time.perf_counter()
+      step()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _matmul_peak(spec):
@@ -111,8 +120,8 @@ def _jax_config(row, *, weight_standardization, augment):
   return config_lib.validate(c)
 
 
-def _jax_step(row, views, warmup, steps, **variant):
-  """Step seconds, XLA FLOPs and online parameter count of the real train step of one variant."""
+def _jax_variant(row, views, **variant):
+  """The compiled real train step of one variant, its XLA FLOPs and online parameter count."""
   import jax  # pylint: disable=g-import-not-at-top
   from byol_jax import train  # pylint: disable=g-import-not-at-top
 
@@ -138,22 +147,31 @@ def _jax_step(row, views, warmup, steps, **variant):
     state, metrics = compiled(state, inputs)
     jax.block_until_ready((state, metrics))
 
-  return {"step_s": _time_steps(step, warmup, steps), "compile_s": compile_s,
-          "flops": cost["flops"], "params": params}
+  return {"step": step, "compile_s": compile_s, "flops": cost["flops"], "params": params}
 
 
 def _jax_row(spec):
-  """The row's step (augment-free, as configured), then the ablations asked for."""
+  """The row's step (augment-free, as configured), then the ablations asked for.
+
+  The ablations' costs are differences of a few percent, under the noise between runs on a
+  shared machine (the same step varied by 15% between two runs of 9 steps). So the variants are
+  timed interleaved, one step of each per round, and each gets the median over the rounds.
+  """
   row = spec["row"]
   views = _views(row["batch"], row["size"])
-  main = _jax_step(row, views, spec["warmup"], spec["steps"],
-                   weight_standardization=row["norm"] == "gn_ws", augment=False)
-  result = {**main, "rss_mib": _rss_mib()}  # Before the ablations raise the high-water mark.
+  variants = {"step_s": _jax_variant(row, views, weight_standardization=row["norm"] == "gn_ws",
+                                     augment=False)}
+  variants["step_s"]["step"]()
+  rss_mib = _rss_mib()  # Before the ablations' compilations raise the high-water mark.
   if spec["ablate"]:
-    for key, variant in (("no_ws_step_s", dict(weight_standardization=False, augment=False)),
-                         ("augment_step_s", dict(weight_standardization=True, augment=True))):
-      result[key] = _jax_step(row, views, spec["warmup"], spec["steps"], **variant)["step_s"]
-  return result
+    variants["no_ws_step_s"] = _jax_variant(row, views, weight_standardization=False,
+                                            augment=False)
+    variants["augment_step_s"] = _jax_variant(row, views, weight_standardization=True,
+                                              augment=True)
+  steps = {name: variant["step"] for name, variant in variants.items()}
+  main = variants["step_s"]
+  return {**_time_interleaved(steps, spec["warmup"], spec["steps"]), "rss_mib": rss_mib,
+          "compile_s": main["compile_s"], "flops": main["flops"], "params": main["params"]}
 
 
 def _torch_networks(row, config):
@@ -345,7 +363,8 @@ def main():
                       help="ResNet-18 batch (cifar stem: scaled by (32/px)^2, at least 8)")
   parser.add_argument("--r50_batch", type=int, default=16)
   parser.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
-  parser.add_argument("--steps", type=int, default=3, help="timed steps per row (median)")
+  parser.add_argument("--steps", type=int, default=5,
+                      help="timed steps per row and variant (median)")
   parser.add_argument("--matmul_size", type=int, default=4096)
   parser.add_argument("--matmul_repeats", type=int, default=5, help="best of this many")
   parser.add_argument("--ablate", default="r18-cifar-32,r18-imagenet-32,r50-imagenet-224",
@@ -416,9 +435,10 @@ def main():
       "script's docstring). Ours converts and normalizes the uint8 views in the step; PyTorch "
       "gets them normalized.",
       "- Peak RSS: ru_maxrss of the row's fresh process, framework and interpreter included "
-      "(ours: XLA's compilation too).",
+      "(ours: XLA's compilation too; taken before the ablation variants compile).",
       "- WS cost: (GN+WS step - GN step) / GN+WS step. Augmentation cost: (step with the "
-      "config's on-device augmentation - step without) / step with. '-': not measured (GN+WS rows "
+      "config's on-device augmentation - step without) / step with. The three variants are "
+      "timed interleaved, one step of each per round. '-': not measured (GN+WS rows "
       "in --ablate only).",
       f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.",
       "",
