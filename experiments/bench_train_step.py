@@ -413,7 +413,8 @@ def main():
   command = " ".join(["python experiments/bench_train_step.py"] + sys.argv[1:])
   torch_peak = f"{matmul['torch'] / 1e9:.0f}" if matmul["torch"] else "failed"
   text = "\n".join([
-      f"BYOL train step, ours (byol_jax.train on 1 XLA:CPU device) against PyTorch (eager), on "
+      f"BYOL train step, ours (byol_jax.train on 1 XLA:CPU device, "
+      f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}) against PyTorch (eager), on "
       f"{machine.cpu_name()}, {cores} cores, 1-min load average {load:.1f} before the run (other work "
       f"on the cores distorts the timings, PyTorch's more). Images/s are "
       f"batch / median of {args.steps} steps after compiling and {args.warmup} warm-up step(s), "
