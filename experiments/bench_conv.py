@@ -1,7 +1,7 @@
 r"""Where the CPU train step's time goes: its convolutions, one layer at a time, XLA vs PyTorch.
 
     pip install -e .[bench]
-    python experiments/bench_conv.py                       # ~3 min on 2 cores
+    python experiments/bench_conv.py                       # ~2 min on 2 cores
     XLA_FLAGS=--xla_cpu_use_onednn=true python experiments/bench_conv.py --output=/tmp/conv.md
 
 The train step of bench_train_step.py is almost all convolution, and it trails PyTorch where the
@@ -11,9 +11,9 @@ gradient (dw), each jitted alone, as `byol_jax.nets.conv.conv2d` computes them (
 takes is in the table: XLA's convolution, or a matmul for 1x1 kernels and tiny outputs), with
 the cores the forward pass kept busy (CPU time over wall time). XLA:CPU hands float32
 convolutions to YNNPACK, which here ran on one core whenever a layer had fewer than 128 input or
-output channels; so the same three are also timed with YNNPACK limited to dots
-(compiler option xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT), which leaves
-the convolutions to XLA's Eigen kernels. Beside them: the layer as patches plus one matmul
+output channels; so the same three are also timed with YNNPACK kept off convolutions (the
+compiler option _EIGEN_CONVS: the fusion types this jaxlib hands YNNPACK by default, less
+INDIVIDUAL_CONVOLUTION), which leaves them to XLA's Eigen kernels. Beside them: the layer as patches plus one matmul
 (im2col, `matmul_conv2d`), forward and both gradients, and PyTorch's forward and
 forward+backward (input and kernel gradients) of the same layer in NCHW.
 
@@ -35,8 +35,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # Idle PyTorch threads must
 
 import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# YNNPACK for dots only: XLA:CPU's own (Eigen) convolutions.
-_EIGEN_CONVS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+# XLA:CPU's own (Eigen) convolutions: YNNPACK keeps its default dots and reductions (the ynn
+# fusions of jaxlib 0.10.2's train step are those and convolutions), but no convolutions.
+_EIGEN_CONVS = {"xla_cpu_experimental_ynn_fusion_type":
+                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 # (model row of bench_train_step, batch, input px, in channels, out channels, kernel, stride).
 LAYERS = (
@@ -164,9 +166,8 @@ def main():
       "above 1x ours is faster.",
       "- Cores busy: the process's CPU time over wall time while the forward pass ran; 1.0 is "
       "one core.",
-      "- Eigen convs: compiled with YNNPACK limited to dots "
-      "(xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT), so XLA's own "
-      "convolutions run.",
+      f"- Eigen convs: compiled with the option {_EIGEN_CONVS}, so XLA's own convolutions run "
+      f"instead of YNNPACK's.",
       f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.",
       "",
       f"Command: `{' '.join(['python experiments/bench_conv.py'] + sys.argv[1:])}`"]) + "\n"
