@@ -1,7 +1,7 @@
 r"""BYOL train-step throughput against XLA's FLOP count, the machine's matmul peak and PyTorch.
 
     pip install -e .[bench]       # PyTorch, for the side-by-side step only
-    python experiments/bench_train_step.py                  # the full table (~25 min on 2 cores)
+    python experiments/bench_train_step.py                  # the full table (~30 min on 2 cores)
     python experiments/bench_train_step.py --quick          # end-to-end check, 32 and 224 px
 
 Rows: ResNet-18 at --r18_sizes with the cifar and imagenet stems and ResNet-50 at --r50_sizes with
