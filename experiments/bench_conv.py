@@ -13,9 +13,9 @@ the cores the forward pass kept busy (CPU time over wall time). XLA:CPU hands fl
 convolutions to YNNPACK, which here ran on one core whenever a layer had fewer than 128 input or
 output channels; so the same three are also timed with YNNPACK kept off convolutions (the
 compiler option _EIGEN_CONVS: the fusion types this jaxlib hands YNNPACK by default, less
-INDIVIDUAL_CONVOLUTION), which leaves them to XLA's Eigen kernels. Beside them: the layer as patches plus one matmul
-(im2col, `matmul_conv2d`), forward and both gradients, and PyTorch's forward and
-forward+backward (input and kernel gradients) of the same layer in NCHW.
+INDIVIDUAL_CONVOLUTION), which leaves them to XLA's Eigen kernels. Beside them: the layer as
+patches plus one matmul (im2col, `matmul_conv2d`), forward and both gradients, and PyTorch's
+forward and forward+backward (input and kernel gradients) of the same layer in NCHW.
 
 Prints a Markdown table and writes it to experiments/results/conv.md (--output to change). The
 XLA_FLAGS in force are named in the table's header, so runs with XLA's library flags compare.
@@ -79,8 +79,10 @@ def _timed(fn, repeats):
 
 
 def _jax_times(batch, px, cin, cout, kernel, stride, repeats):
-  """conv2d's path; its [fwd, dx, dw] ms and forward cores busy, by default and with Eigen convs;
-  im2col's fwd + dx + dw ms."""
+  """(conv2d's path, ([fwd, dx, dw] ms, fwd cores busy), the same with Eigen convs, im2col ms).
+
+  The im2col entry is its fwd + dx + dw.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   from byol_jax.nets import conv  # pylint: disable=g-import-not-at-top
 
@@ -104,12 +106,12 @@ def _jax_times(batch, px, cin, cout, kernel, stride, repeats):
           sum(timed(conv.matmul_conv2d)[0]))
 
 
-def _torch_times(batch, px, cin, cout, kernel, stride, repeats):
+def _torch_times(batch, px, cin, cout, kernel, stride, repeats, *, threads):
   """PyTorch's forward, and forward + backward to the input and the kernel, NCHW."""
   import torch  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
-  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  torch.set_num_threads(threads)
   torch.set_flush_denormal(True)  # As XLA:CPU does.
   x = torch.randn(batch, cin, px, px, requires_grad=True)
   w = torch.randn(cout, cin, kernel, kernel, requires_grad=True)
@@ -131,12 +133,13 @@ def main():
   parser.add_argument("--repeats", type=int, default=9, help="timed calls per cell (median)")
   parser.add_argument("--output", default=str(ROOT / "experiments" / "results" / "conv.md"))
   args = parser.parse_args()
+  cores = len(os.sched_getaffinity(0))
   start = time.perf_counter()
   lines = []
   for model, batch, px, cin, cout, kernel, stride in LAYERS:
     shape = (batch, px, cin, cout, kernel, stride)
     path, ((forward, dx, dw), busy), (eigen, eigen_busy), im2col = _jax_times(*shape, args.repeats)
-    torch_forward, torch_total = _torch_times(*shape, args.repeats)
+    torch_forward, torch_total = _torch_times(*shape, args.repeats, threads=cores)
     gflop = 2 * batch * (-(-px // stride)) ** 2 * kernel * kernel * cin * cout / 1e9
     ours = forward + dx + dw
     lines.append(
@@ -150,9 +153,8 @@ def main():
   flags = os.environ.get("XLA_FLAGS", "")
   text = "\n".join([
       f"One conv layer's forward and gradients, ours (jitted, 1 XLA:CPU device, float32, "
-      f"XLA_FLAGS={flags!r}) against PyTorch (eager, NCHW, "
-      f"{len(os.sched_getaffinity(0))} threads), on {machine.cpu_name()}, "
-      f"{len(os.sched_getaffinity(0))} cores. Milliseconds, median of {args.repeats} calls.",
+      f"XLA_FLAGS={flags!r}) against PyTorch (eager, NCHW, {cores} threads), on "
+      f"{machine.cpu_name()}, {cores} cores. Milliseconds, median of {args.repeats} calls.",
       "",
       "| row | batch | px | channels | kernel/stride | conv2d's path | GFLOP fwd | "
       "ours fwd (GFLOP/s, cores busy) | ours dx | ours dw | ours fwd+dx+dw | "

@@ -161,8 +161,8 @@ def _jax_row(spec):
   views = _views(row["batch"], row["size"])
   variants = {"step_s": _jax_variant(row, views, weight_standardization=row["norm"] == "gn_ws",
                                      augment=False)}
-  variants["step_s"]["step"]()
-  rss_mib = _rss_mib()  # Before the ablations' compilations raise the high-water mark.
+  variants["step_s"]["step"]()  # The peak RSS includes a step's buffers, as PyTorch's does...
+  rss_mib = _rss_mib()  # ...but not the ablation variants' compilations.
   if spec["ablate"]:
     variants["no_ws_step_s"] = _jax_variant(row, views, weight_standardization=False,
                                             augment=False)
@@ -415,8 +415,8 @@ def main():
   text = "\n".join([
       f"BYOL train step, ours (byol_jax.train on 1 XLA:CPU device, "
       f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}) against PyTorch (eager), on "
-      f"{machine.cpu_name()}, {cores} cores, 1-min load average {load:.1f} before the run (other work "
-      f"on the cores distorts the timings, PyTorch's more). Images/s are "
+      f"{machine.cpu_name()}, {cores} cores, 1-min load average {load:.1f} before the run "
+      f"(other work on the cores distorts the timings, PyTorch's more). Images/s are "
       f"batch / median of {args.steps} steps after compiling and {args.warmup} warm-up step(s), "
       f"on two pre-made views without augmentation.",
       "",
