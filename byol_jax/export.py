@@ -13,10 +13,10 @@ import json
 
 from etils import epath
 import haiku as hk
-import jax
 import ml_collections
 import numpy as np
 
+from byol_jax import compile_options
 from byol_jax import nets
 from byol_jax.data import augment
 
@@ -81,9 +81,8 @@ def load_encoder(directory):
 
   network = hk.without_apply_rng(hk.transform_with_state(forward))
 
-  @jax.jit
   def embed(images):
     features, _ = network.apply(params, state, augment.normalize(images))
     return features
 
-  return embed
+  return compile_options.jit(embed)

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from byol_jax import compile_options
 from byol_jax import config as config_lib
 from byol_jax import losses
 from byol_jax import nets
@@ -265,9 +266,27 @@ def make_update(config, *, num_classes, steps_per_epoch):
 
 
 def map_over_devices(per_replica_fn, devices=None, donate=True):
-  """pmap over the local devices (all hosts' devices join the same named axis)."""
-  return jax.pmap(per_replica_fn, axis_name=AXIS, devices=devices,
-                  donate_argnums=(0,) if donate else ())
+  """pmap over the local devices (all hosts' devices join the same named axis).
+
+  Where the platform has compile options (compile_options.py), the pmap is compiled ahead of
+  time with them, once per input signature, as jax.pmap takes none. Multi-process runs keep the
+  plain pmap: its ahead-of-time executables do not take host-local arrays.
+  """
+  mapped = jax.pmap(per_replica_fn, axis_name=AXIS, devices=devices,
+                    donate_argnums=(0,) if donate else ())
+  options = compile_options.for_platform((devices or jax.local_devices())[0].platform)
+  if not options or jax.process_count() > 1:
+    return mapped
+  executables = {}
+
+  def compiled(*args):
+    leaves, treedef = jax.tree.flatten(args)
+    signature = (treedef, tuple((x.shape, x.dtype) for x in leaves))
+    if signature not in executables:
+      executables[signature] = mapped.lower(*args).compile(compiler_options=options)
+    return executables[signature](*args)
+
+  return compiled
 
 
 def replicate(tree, devices=None):
@@ -298,9 +317,8 @@ def _embed_program(config_json):
   """One jitted program per config, shared by every set of params (trained and random init)."""
   network = make_network(ml_collections.ConfigDict(json.loads(config_json)))
 
-  @jax.jit
   def embed(params, state, images):
     outputs, _ = network.apply(params, state, None, augment.normalize(images), is_training=False)
     return outputs["embedding"]
 
-  return embed
+  return compile_options.jit(embed)

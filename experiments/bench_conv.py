@@ -9,13 +9,12 @@ feature maps are large. This splits one conv layer of each stage of its rows int
 convolutions of a training step: the forward pass, the input gradient (dx) and the kernel
 gradient (dw), each jitted alone, as `byol_jax.nets.conv.conv2d` computes them (the path it
 takes is in the table: XLA's convolution, or a matmul for 1x1 kernels and tiny outputs), with
-the cores the forward pass kept busy (CPU time over wall time). XLA:CPU hands float32
-convolutions to YNNPACK, which here ran on one core whenever a layer had fewer than 128 input or
-output channels; so the same three are also timed with YNNPACK kept off convolutions (the
-compiler option _EIGEN_CONVS: the fusion types this jaxlib hands YNNPACK by default, less
-INDIVIDUAL_CONVOLUTION), which leaves them to XLA's Eigen kernels. Beside them: the layer as
-patches plus one matmul (im2col, `matmul_conv2d`), forward and both gradients, and PyTorch's
-forward and forward+backward (input and kernel gradients) of the same layer in NCHW.
+the cores the forward pass kept busy (CPU time over wall time), compiled with the options the
+train step gets (byol_jax.compile_options: XLA's own Eigen convolutions). With XLA's default
+options, float32 convolutions go to YNNPACK, which here ran on one core whenever a layer had
+fewer than 128 input or output channels; the same three are also timed that way. Beside them:
+the layer as patches plus one matmul (im2col, `matmul_conv2d`), forward and both gradients, and
+PyTorch's forward and forward+backward (input and kernel gradients) of the same layer in NCHW.
 
 Prints a Markdown table and writes it to experiments/results/conv.md (--output to change). The
 XLA_FLAGS in force are named in the table's header, so runs with XLA's library flags compare.
@@ -34,11 +33,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # Idle PyTorch threads must not spin.
 
 import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-# XLA:CPU's own (Eigen) convolutions: YNNPACK keeps its default dots and reductions (the ynn
-# fusions of jaxlib 0.10.2's train step are those and convolutions), but no convolutions.
-_EIGEN_CONVS = {"xla_cpu_experimental_ynn_fusion_type":
-                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+from byol_jax import compile_options  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # (model row of bench_train_step, batch, input px, in channels, out channels, kernel, stride).
 LAYERS = (
@@ -79,7 +74,7 @@ def _timed(fn, repeats):
 
 
 def _jax_times(batch, px, cin, cout, kernel, stride, repeats):
-  """(conv2d's path, ([fwd, dx, dw] ms, fwd cores busy), the same with Eigen convs, im2col ms).
+  """(conv2d's path, ([fwd, dx, dw] ms, fwd cores busy), the same with XLA's defaults, im2col).
 
   The im2col entry is its fwd + dx + dw.
   """
@@ -102,8 +97,9 @@ def _jax_times(batch, px, cin, cout, kernel, stride, repeats):
     return [ms for ms, _ in results], results[0][1]
 
   path = "matmul" if conv.use_matmul(x.shape, w.shape, stride) else "XLA conv"
-  return (path, timed(conv.conv2d), timed(conv.conv2d, _EIGEN_CONVS),
-          sum(timed(conv.matmul_conv2d)[0]))
+  ours = compile_options.for_platform("cpu") or None
+  return (path, timed(conv.conv2d, ours), timed(conv.conv2d),
+          sum(timed(conv.matmul_conv2d, ours)[0]))
 
 
 def _torch_times(batch, px, cin, cout, kernel, stride, repeats, *, threads):
@@ -138,14 +134,15 @@ def main():
   lines = []
   for model, batch, px, cin, cout, kernel, stride in LAYERS:
     shape = (batch, px, cin, cout, kernel, stride)
-    path, ((forward, dx, dw), busy), (eigen, eigen_busy), im2col = _jax_times(*shape, args.repeats)
+    path, ((forward, dx, dw), busy), (default, default_busy), im2col = _jax_times(*shape,
+                                                                                 args.repeats)
     torch_forward, torch_total = _torch_times(*shape, args.repeats, threads=cores)
     gflop = 2 * batch * (-(-px // stride)) ** 2 * kernel * kernel * cin * cout / 1e9
     ours = forward + dx + dw
     lines.append(
         f"| {model} | {batch} | {px} | {cin}->{cout} | {kernel}x{kernel}/{stride} | {path} | "
         f"{gflop:.2f} | {forward:.1f} ({1e3 * gflop / forward:.0f}, {busy:.1f}) | {dx:.1f} | "
-        f"{dw:.1f} | {ours:.1f} | {sum(eigen):.1f} ({eigen_busy:.1f}) | {im2col:.1f} | "
+        f"{dw:.1f} | {ours:.1f} | {sum(default):.1f} ({default_busy:.1f}) | {im2col:.1f} | "
         f"{torch_forward:.1f} ({1e3 * gflop / torch_forward:.0f}) | {torch_total:.1f} | "
         f"{torch_total / ours:.2f}x |")
     print(lines[-1], file=sys.stderr)
@@ -158,8 +155,8 @@ def main():
       "",
       "| row | batch | px | channels | kernel/stride | conv2d's path | GFLOP fwd | "
       "ours fwd (GFLOP/s, cores busy) | ours dx | ours dw | ours fwd+dx+dw | "
-      "the same, Eigen convs (fwd cores busy) | im2col fwd+dx+dw | PyTorch fwd (GFLOP/s) | "
-      "PyTorch fwd+bwd | ours/PyTorch |",
+      "the same, XLA's default options (fwd cores busy) | im2col fwd+dx+dw | "
+      "PyTorch fwd (GFLOP/s) | PyTorch fwd+bwd | ours/PyTorch |",
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
       "| --- |",
       *lines,
@@ -168,8 +165,9 @@ def main():
       "above 1x ours is faster.",
       "- Cores busy: the process's CPU time over wall time while the forward pass ran; 1.0 is "
       "one core.",
-      f"- Eigen convs: compiled with the option {_EIGEN_CONVS}, so XLA's own convolutions run "
-      f"instead of YNNPACK's.",
+      f"- Ours: compiled with byol_jax.compile_options' options "
+      f"({compile_options.for_platform('cpu') or 'none on this jaxlib'}); XLA's default "
+      f"options hand the convolutions to YNNPACK.",
       f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.",
       "",
       f"Command: `{' '.join(['python experiments/bench_conv.py'] + sys.argv[1:])}`"]) + "\n"

@@ -6,24 +6,26 @@ r"""BYOL train-step throughput against XLA's FLOP count, the machine's matmul pe
 
 Rows: ResNet-18 at --r18_sizes with the cifar and imagenet stems and ResNet-50 at --r50_sizes with
 the imagenet stem, each with BN and with GN+WS, width 1 and the paper's heads (4096-256-4096). Ours
-is the real step of byol_jax.train (make_update under map_over_devices, LARS, EMA target, online
-probe) on 1 CPU device; its inputs are two pre-made uint8 views and the config's augmentation
-probabilities are 0, which removes the augmentations from the step (it still converts and
-normalizes the views). The PyTorch step (eager, NCHW) is the same computation written here: the
-same ResNet v1, norms (GN 16 groups; WS eps 1e-4 per output unit over its fan-in), heads, probe,
-symmetric BYOL loss and EMA target, fed the same views already normalized; it uses SGD with
-momentum and weight decay instead of LARS (LARS adds a few norms per layer: far under 1% of the
-step). Both compute in float32. Each framework and row runs in a fresh subprocess, so thread
-pools and the peak resident set size (ru_maxrss, which includes the framework's own ~hundreds of
-MiB) are its own. PyTorch's OpenMP threads sleep when idle (OMP_WAIT_POLICY=PASSIVE unless set):
-by default they spin, which on a machine with any other load made its steps up to 4x slower.
+is the real step of byol_jax.train (make_update, LARS, EMA target, online probe), compiled for 1
+CPU device as map_over_devices compiles it (with byol_jax.compile_options), and also timed with
+XLA's default options (which hand the convolutions to YNNPACK). Its inputs are two pre-made uint8
+views and the config's augmentation probabilities are 0, which removes the augmentations from the
+step (it still converts and normalizes the views). The PyTorch step (eager, NCHW) is the same
+computation written here: the same ResNet v1, norms (GN 16 groups; WS eps 1e-4 per output unit
+over its fan-in), heads, probe, symmetric BYOL loss and EMA target, fed the same views already
+normalized; it uses SGD with momentum and weight decay instead of LARS (LARS adds a few norms per
+layer: far under 1% of the step). Both compute in float32. Each framework and row runs in a
+fresh subprocess, so thread pools and the peak resident set size (ru_maxrss, which includes the
+framework's own ~hundreds of MiB) are its own. PyTorch's OpenMP threads sleep when idle
+(OMP_WAIT_POLICY=PASSIVE unless set): by default they spin, which on a machine with any other
+load made its steps up to 4x slower.
 
 Also: XLA's FLOP count of the compiled step (cost_analysis) and achieved FLOP/s as a fraction of
 the best f32 jnp.dot of two --matmul_size square matrices, measured in the same run; the cost of
 weight standardization (GN+WS against GN alone) and of on-device augmentation (the config's
 augmentations against none) as a fraction of the step with them, for the GN+WS rows in
---ablate; the three variants of such a row are timed interleaved in one process (one step of
-each per round), as separate runs differ by more than these costs. The cifar-stem rows keep the
+--ablate. All variants of a row are timed interleaved in one process (one step of each per
+round), as separate runs differ by more than these costs. The cifar-stem rows keep the
 pixels per batch of 32 px (batch r18_batch * (32/px)^2, at least 8), as their FLOPs grow with
 the square of the size.
 
@@ -120,9 +122,14 @@ def _jax_config(row, *, weight_standardization, augment):
   return config_lib.validate(c)
 
 
-def _jax_variant(row, views, **variant):
-  """The compiled real train step of one variant, its XLA FLOPs and online parameter count."""
+def _jax_variant(row, views, *, xla_defaults=False, **variant):
+  """The compiled real train step of one variant, its XLA FLOPs and online parameter count.
+
+  Compiled as map_over_devices compiles it on CPU (with compile_options' options), or with
+  XLA's default options if xla_defaults; ahead of time here, for its FLOP count.
+  """
   import jax  # pylint: disable=g-import-not-at-top
+  from byol_jax import compile_options  # pylint: disable=g-import-not-at-top
   from byol_jax import train  # pylint: disable=g-import-not-at-top
 
   config = _jax_config(row, **variant)
@@ -133,10 +140,11 @@ def _jax_variant(row, views, **variant):
   inputs = train.replicate({"view1": views[0], "view2": views[1],
                             "label": np.zeros(batch, np.int32),
                             "index": np.arange(batch, dtype=np.int32)})
-  update = train.map_over_devices(
-      train.make_update(config, num_classes=_NUM_CLASSES, steps_per_epoch=100))
+  update = jax.pmap(train.make_update(config, num_classes=_NUM_CLASSES, steps_per_epoch=100),
+                    axis_name=train.AXIS, donate_argnums=(0,))
+  options = None if xla_defaults else compile_options.for_platform("cpu") or None
   start = time.perf_counter()
-  compiled = update.lower(state, inputs).compile()
+  compiled = update.lower(state, inputs).compile(compiler_options=options)
   compile_s = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
@@ -151,7 +159,7 @@ def _jax_variant(row, views, **variant):
 
 
 def _jax_row(spec):
-  """The row's step (augment-free, as configured), then the ablations asked for.
+  """The row's step (augment-free, as configured), it with XLA's default options, the ablations.
 
   The ablations' costs are differences of a few percent, under the noise between runs on a
   shared machine (the same step varied by 15% between two runs of 9 steps). So the variants are
@@ -162,7 +170,9 @@ def _jax_row(spec):
   variants = {"step_s": _jax_variant(row, views, weight_standardization=row["norm"] == "gn_ws",
                                      augment=False)}
   variants["step_s"]["step"]()  # The peak RSS includes a step's buffers, as PyTorch's does...
-  rss_mib = _rss_mib()  # ...but not the ablation variants' compilations.
+  rss_mib = _rss_mib()  # ...but not the other variants' compilations.
+  variants["xla_defaults_step_s"] = _jax_variant(
+      row, views, weight_standardization=row["norm"] == "gn_ws", augment=False, xla_defaults=True)
   if spec["ablate"]:
     variants["no_ws_step_s"] = _jax_variant(row, views, weight_standardization=False,
                                             augment=False)
@@ -323,6 +333,13 @@ def _rows(args):
           for r in rows for norm in ("bn", "gn_ws")]
 
 
+def _compile_options_note():
+  """What byol_jax.compile_options passes on this machine's jaxlib, in words."""
+  from byol_jax import compile_options  # pylint: disable=g-import-not-at-top
+  options = compile_options.for_platform("cpu")
+  return f"ours: {options}" if options else "none on this jaxlib: both columns are the same step"
+
+
 def _percent(part, whole):
   return f"{100 * part / whole:.0f}%"
 
@@ -340,9 +357,9 @@ def _table_row(row, ours, theirs, peak):
     achieved = ours["flops"] / ours["step_s"]
     cells += [f"{ours['flops'] / 1e9:.0f}", f"{row['batch'] / ours['step_s']:.1f}",
               f"{achieved / 1e9:.0f} ({_percent(achieved, peak)})" if peak else
-              f"{achieved / 1e9:.0f}"]
+              f"{achieved / 1e9:.0f}", f"{row['batch'] / ours['xla_defaults_step_s']:.1f}"]
   else:
-    cells += ["failed"] * 3
+    cells += ["failed"] * 4
   cells.append(f"{row['batch'] / theirs['step_s']:.1f}" if theirs else "failed")
   cells.append(f"{theirs['step_s'] / ours['step_s']:.2f}x" if ours and theirs else "-")
   cells.append(" / ".join(f"{r['rss_mib']:.0f}" if r else "-" for r in (ours, theirs)))
@@ -421,9 +438,10 @@ def main():
       f"on two pre-made views without augmentation.",
       "",
       "| model | stem | px | norm | batch | online params (ours, = PyTorch) | XLA GFLOP/step | "
-      "ours img/s | ours GFLOP/s (% of matmul peak) | PyTorch img/s | ours/PyTorch | "
-      "peak RSS MiB ours / PyTorch | WS cost | augmentation cost |",
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      "ours img/s | ours GFLOP/s (% of matmul peak) | ours, XLA's default options, img/s | "
+      "PyTorch img/s | ours/PyTorch | peak RSS MiB ours / PyTorch | WS cost | "
+      "augmentation cost |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
       *lines,
       "",
       f"- Matmul peak: best f32 `jnp.dot` of two {args.matmul_size}x{args.matmul_size} matrices "
@@ -435,11 +453,13 @@ def main():
       "- PyTorch uses SGD with momentum in place of LARS; otherwise the same step (see the "
       "script's docstring). Ours converts and normalizes the uint8 views in the step; PyTorch "
       "gets them normalized.",
+      "- XLA's default options: the same step compiled without byol_jax.compile_options "
+      f"({_compile_options_note()}), timed interleaved with ours.",
       "- Peak RSS: ru_maxrss of the row's fresh process, framework and interpreter included "
-      "(ours: XLA's compilation too; taken before the ablation variants compile).",
+      "(ours: XLA's compilation too; taken before the other variants compile).",
       "- WS cost: (GN+WS step - GN step) / GN+WS step. Augmentation cost: (step with the "
-      "config's on-device augmentation - step without) / step with. The three variants are "
-      "timed interleaved, one step of each per round. '-': not measured (GN+WS rows "
+      "config's on-device augmentation - step without) / step with. All variants of a row "
+      "are timed interleaved, one step of each per round. '-': not measured (GN+WS rows "
       "in --ablate only).",
       f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.",
       "",

@@ -1,0 +1,52 @@
+"""XLA compile options of the network programs: on CPU, XLA's own convolutions, not YNNPACK's.
+
+Why: on CPU, jaxlib 0.10 hands every float32 convolution to YNNPACK, which runs a layer on one
+thread whenever it has fewer than 128 input or output channels: ResNet's first stage, the stems,
+and more of the narrow presets. XLA's own (Eigen) convolutions keep every core busy; on 2 cores
+the tiny presets' train step ran 11% (GN+WS) and 25% (BN) faster with them. The option keeps
+YNNPACK's dots and reductions, this jaxlib's default set of YNNPACK fusions less convolutions
+(experiments/results/conv.md measures each layer both ways). It picks kernels, not math: results
+agree to float32 rounding.
+
+An XLA_FLAGS that sets the option itself wins (to compare both kernels), and a jaxlib without
+the option compiles with its defaults.
+"""
+import functools
+import os
+
+from absl import logging
+import jax
+import jaxlib
+import numpy as np
+
+YNN_FUSION_TYPES = "xla_cpu_experimental_ynn_fusion_type"
+CPU_OPTIONS = {YNN_FUSION_TYPES: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def for_platform(platform):
+  """The compile options of our network programs on `platform` ('cpu', 'gpu', 'tpu'): a dict."""
+  return dict(_options(platform))
+
+
+@functools.lru_cache(maxsize=None)
+def _options(platform):
+  if platform != "cpu":
+    return ()
+  if YNN_FUSION_TYPES in os.environ.get("XLA_FLAGS", ""):
+    logging.info("XLA_FLAGS sets %s; byol_jax leaves it as it is.", YNN_FUSION_TYPES)
+    return ()
+  try:
+    jax.jit(lambda x: x, compiler_options=CPU_OPTIONS).lower(np.zeros((), np.float32)).compile()
+  except Exception as e:  # pylint: disable=broad-except; jax's error class varies by version.
+    if "No such compile option" not in str(e):
+      raise
+    logging.info("This jaxlib (%s) has no compile option %s: its default CPU kernels run.",
+                 jaxlib.__version__, YNN_FUSION_TYPES)
+    return ()
+  return tuple(CPU_OPTIONS.items())
+
+
+def jit(fn, **jit_kwargs):
+  """jax.jit with the options of the default backend."""
+  options = for_platform(jax.default_backend())
+  return jax.jit(fn, compiler_options=options or None, **jit_kwargs)
