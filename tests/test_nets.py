@@ -329,6 +329,23 @@ def _init(f, shape=_IMAGES):
   return f.init(_RNG, jnp.zeros(shape), True)
 
 
+@pytest.mark.parametrize("kind,shape", [("gn", (3, 6, 5, 16)), ("ln", (3, 6, 5, 16)),
+                                        ("gn", (3, 16)), ("ln", (3, 16))])
+def test_group_norm_equals_haiku_group_norm(kind, shape):
+  """Values and gradients of make_norm's gn and ln against hk.GroupNorm."""
+  groups = 4 if kind == "gn" else 1
+  ours = hk.transform(lambda x: nets.make_norm(kind, name="norm", gn_groups=groups)(x, True))
+  haiku = hk.transform(lambda x: hk.GroupNorm(groups, eps=1e-5, name="norm")(x))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(3.0, 2.0, shape).astype(np.float32))  # Mean far from 0.
+  params = _random_params(ours.init(_RNG, x))
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, haiku.init(_RNG, x))
+  g = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  results = [jax.value_and_grad(lambda p, x: jnp.sum(f.apply(p, None, x) * g), (0, 1))(params, x)
+             for f in (ours, haiku)]
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-4), *results)
+
+
 def test_unknown_norm_error():
   with pytest.raises(ValueError) as e:
     _init(_resnet(depth=18, norm="batchnorm"))
@@ -448,7 +465,7 @@ def test_layers_reproduce_haiku_layers_exactly(kind, monkeypatch):
 
 # Mixed precision (issue #9): float32 parameters, compute in the input dtype.
 
-_F32_MODULES = {"BatchNorm", "ExponentialMovingAverage", "GroupNorm", "_Affine"}
+_F32_MODULES = {"BatchNorm", "ExponentialMovingAverage", "_GroupNorm", "_Affine"}
 
 
 @pytest.mark.parametrize("norm,ws", [(n, False) for n in _ALL_NORMS] + [

@@ -137,6 +137,36 @@ class _Affine(hk.Module):
     return x * scale + offset
 
 
+class _GroupNorm(hk.Module):
+  """hk.GroupNorm's math and parameters, with reductions XLA:CPU runs fast.
+
+  The mean and the (two-pass) variance of each sample's group are sums over the spatial axes per
+  channel, then over the group's channels; hk.GroupNorm's reshape to (..., groups, C / groups)
+  made forward + backward 2-4x slower on CPU (batch 64, 32x32x64: 42 against 10 ms).
+  """
+
+  def __init__(self, groups: int, eps: float, scale_init, name: str):
+    super().__init__(name=name)
+    self._groups, self._eps, self._scale_init = groups, eps, scale_init
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, channels = x.shape[0], x.shape[-1]
+    per_group = channels // self._groups
+    spatial = tuple(range(1, x.ndim - 1))
+    count = np.prod(x.shape[1:-1], dtype=int) * per_group
+    broadcast_shape = (batch,) + (1,) * len(spatial) + (channels,)
+
+    def group_mean(t):
+      sums = jnp.sum(t, spatial).reshape(batch, self._groups, per_group).sum(-1)
+      return jnp.repeat(sums / count, per_group, axis=1).reshape(broadcast_shape)
+
+    scale = hk.get_parameter("scale", (channels,), jnp.float32, self._scale_init)
+    offset = hk.get_parameter("offset", (channels,), jnp.float32, jnp.zeros)
+    centred = x - group_mean(x)
+    inverse_std = jax.lax.rsqrt(group_mean(jnp.square(centred)) + self._eps)
+    return centred * (inverse_std * scale) + offset
+
+
 def _in_float32(norm: NormFn) -> NormFn:
   """`norm` run on a float32 copy of its input, cast back to the input dtype."""
 
@@ -198,7 +228,7 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16,
   groups = 1 if kind == "ln" else gn_groups
   if groups < 1:
     raise ValueError(f"Layer {name!r}: gn_groups must be >= 1, got {groups}.")
-  module = hk.GroupNorm(groups, eps=eps, scale_init=scale_init, name=name)
+  module = _GroupNorm(groups, eps=eps, scale_init=scale_init, name=name)
 
   def group_norm(x: jax.Array, is_training: bool) -> jax.Array:
     del is_training  # Per-sample statistics: train and eval are the same.
