@@ -36,12 +36,16 @@ def tau_schedule(*, tau_base, total_steps):
 
 
 def lars(learning_rate, *, weight_decay, momentum=0.9, trust_coefficient=1e-3):
-  """LARS as an optax chain: decay, trust ratio, learning rate, momentum.
+  """LARS as an optax chain in the official BYOL order: decay, trust ratio, momentum, lr.
 
-  update = -lr * momentum_trace(eta * ||w|| / ||g + wd w|| * (g + wd w)) for masked weights;
-  biases and normalization parameters get neither decay nor the trust ratio.
+  mu <- momentum mu + eta ||w|| / ||g + wd w|| (g + wd w); update = -lr_t mu, for masked weights
+  (biases and normalization parameters get neither decay nor the trust ratio). The scheduled lr
+  multiplies the momentum trace, not its input as in `optax.lars`: the two differ whenever the lr
+  changes, e.g. throughout the warm-up.
   """
-  return optax.lars(
-      learning_rate, weight_decay=weight_decay, weight_decay_mask=decay_and_adapt_mask,
-      trust_coefficient=trust_coefficient, trust_ratio_mask=decay_and_adapt_mask,
-      momentum=momentum)
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, mask=decay_and_adapt_mask),
+      optax.masked(optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient),
+                   decay_and_adapt_mask),
+      optax.trace(decay=momentum),
+      optax.scale_by_learning_rate(learning_rate))

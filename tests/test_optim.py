@@ -1,6 +1,8 @@
 """LARS, its masks and the schedules against hand computations."""
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from byol_jax import optim
@@ -21,28 +23,61 @@ def test_mask_excludes_biases_and_norm_parameters():
                   "projector/~/linear": {"w": True, "b": False}}
 
 
-def test_lars_matches_its_formula():
+def _official_lars_updates(params, grads_per_step, lr_per_step, wd, eta, momentum):
+  """The official BYOL update order, by hand: decay, trust ratio, momentum trace, then x -lr."""
+  mu = {m: {n: np.zeros_like(np.asarray(v)) for n, v in leaves.items()}
+        for m, leaves in params.items()}
+  all_updates = []
+  for grads, lr in zip(grads_per_step, lr_per_step):
+    updates = {}
+    for module, leaves in grads.items():
+      updates[module] = {}
+      for name, g in leaves.items():
+        w, g = np.asarray(params[module][name]), np.asarray(g)
+        if name == "w":  # Decayed and trust-ratio adapted; biases and norms are not.
+          g = g + wd * w
+          g = eta * np.linalg.norm(w) / np.linalg.norm(g) * g
+        mu[module][name] = momentum * mu[module][name] + g
+        updates[module][name] = -lr * mu[module][name]
+    all_updates.append(updates)
+  return all_updates
+
+
+def test_lars_matches_the_official_update_order_over_a_warmup():
   params = _params()
-  grads = {"encoder/~/conv": {"w": jnp.array([[0.3, -0.4]])},
-           "encoder/~/norm": {"scale": jnp.array([0.1, 0.2]), "offset": jnp.array([-0.1, 0.3])},
-           "projector/~/linear": {"w": jnp.array([[0.5], [0.5]]), "b": jnp.array([1.0])}}
-  lr, wd, eta, momentum = 0.5, 0.1, 1e-3, 0.9
-  tx = optim.lars(lr, weight_decay=wd, momentum=momentum, trust_coefficient=eta)
+  rng = np.random.default_rng(0)
+  grads_per_step = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32),
+                                 params) for _ in range(6)]
+  wd, eta, momentum = 0.1, 1e-3, 0.9
+  schedule = optim.learning_rate_schedule(base_lr=0.4, batch_size=256, total_steps=12,
+                                          warmup_steps=4)
+  tx = optim.lars(schedule, weight_decay=wd, momentum=momentum, trust_coefficient=eta)
   state = tx.init(params)
-  updates, state = tx.update(grads, state, params)
-  for module, leaves in grads.items():
-    for name, g in leaves.items():
-      w = np.asarray(params[module][name])
-      g = np.asarray(g)
-      if name == "w":  # Decayed and trust-ratio adapted.
-        g = g + wd * w
-        g = eta * np.linalg.norm(w) / np.linalg.norm(g) * g
-      np.testing.assert_allclose(updates[module][name], -lr * g, rtol=1e-5)
-  # Second step: momentum accumulates the scaled update.
-  updates2, _ = tx.update(grads, state, params)
-  np.testing.assert_allclose(updates2["encoder/~/norm"]["offset"],
-                             -lr * (1 + momentum) * np.asarray(grads["encoder/~/norm"]["offset"]),
-                             rtol=1e-5)
+  expected = _official_lars_updates(params, grads_per_step,
+                                    [float(schedule(k)) for k in range(6)], wd, eta, momentum)
+  for step, grads in enumerate(grads_per_step):
+    updates, state = tx.update(grads, state, params)
+    jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9),
+                 updates, expected[step])
+
+
+def test_lars_differs_from_lr_before_momentum_during_warmup():
+  """optax.lars scales by the lr before the trace; with a rising lr its steps are smaller."""
+  params = _params()
+  grads = jax.tree.map(jnp.ones_like, params)
+  schedule = optim.learning_rate_schedule(base_lr=0.4, batch_size=256, total_steps=20,
+                                          warmup_steps=10)
+  ours = optim.lars(schedule, weight_decay=0.0)
+  before = optax.lars(schedule, weight_decay=0.0, weight_decay_mask=optim.decay_and_adapt_mask,
+                      trust_ratio_mask=optim.decay_and_adapt_mask, momentum=0.9)
+  ours_state, before_state = ours.init(params), before.init(params)
+  for _ in range(3):
+    ours_updates, ours_state = ours.update(grads, ours_state, params)
+    before_updates, before_state = before.update(grads, before_state, params)
+  # Step 2 (lr 0.08): official -0.08 (1 + 0.9 + 0.81) g; optax.lars -(0.08 + 0.9 0.04) g.
+  offset = "encoder/~/norm"
+  np.testing.assert_allclose(ours_updates[offset]["offset"], -0.08 * 2.71, rtol=1e-5)
+  np.testing.assert_allclose(before_updates[offset]["offset"], -(0.08 + 0.9 * 0.04), rtol=1e-5)
 
 
 def test_learning_rate_schedule_endpoints_and_warmup():
