@@ -257,3 +257,41 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
   iterator = _pretrain(dataset=dataset, split="all", global_batch_size=2, skip_corrupt=True)
   _take(iterator, 6)  # Two epochs of five good images.
   assert iterator.num_skipped >= 1
+
+
+def _official_crop_sizes(height, width, n, rng, min_area=0.08):
+  """(h, w) of the official BYOL random-resized crop, written out from its formula."""
+  area = rng.uniform(min_area, 1.0, n) * height * width
+  ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), n))
+  w = np.minimum(np.round(np.sqrt(area * ratio)), width)
+  h = np.minimum(np.round(np.sqrt(area / ratio)), height)
+  return h, w
+
+
+def _ks_distance(a, b):
+  """The two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
+  grid = np.sort(np.concatenate([a, b]))
+  cdf = lambda x: np.searchsorted(np.sort(x), grid, side="right") / len(x)
+  return np.max(np.abs(cdf(a) - cdf(b)))
+
+
+@pytest.mark.parametrize("height,width", [(375, 500), (32, 32)])
+def test_crop_sampler_draws_the_official_area_and_aspect_distributions(height, width):
+  n = 3000
+  shape = tf.constant([height, width, 3])
+  windows = np.stack(list(tf.data.Dataset.range(n).map(
+      lambda i: pipeline._random_window(shape, pipeline._seed(7, i), 0.08))  # pylint: disable=protected-access
+                          .as_numpy_iterator()))
+  y, x, h, w = windows.T
+  assert np.all((y >= 0) & (x >= 0) & (h >= 1) & (w >= 1))
+  assert np.all((y + h <= height) & (x + w <= width))
+  want_h, want_w = _official_crop_sizes(height, width, 200_000, np.random.default_rng(0))
+  area, want_area = h * w / (height * width), want_h * want_w / (height * width)
+  # With 3000 draws, a KS distance above 0.04 has p < 0.001 under the same distribution.
+  assert _ks_distance(area, want_area) < 0.04
+  assert _ks_distance(np.log(w / h), np.log(want_w / want_h)) < 0.04
+  assert abs(area.mean() - want_area.mean()) < 0.02
+  # Offsets are uniform over the free room: about half of it on average.
+  free_y, free_x = height - h, width - w
+  assert abs(np.mean(y[free_y > 0] / free_y[free_y > 0]) - 0.5) < 0.03
+  assert abs(np.mean(x[free_x > 0] / free_x[free_x > 0]) - 0.5) < 0.03
