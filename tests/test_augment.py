@@ -142,11 +142,37 @@ def test_saturation_and_hue_match_colorsys():
     np.testing.assert_allclose(augment.hue(pixels, delta), expected, atol=1e-5)
 
 
-def test_blur_preserves_constants_and_smooths_noise():
+def _depthwise_gaussian_blur(image, sigma, kernel_size):
+  """The official BYOL blur: two depthwise SAME convolutions (zero padding) of a 1-D Gaussian."""
+  radius = kernel_size // 2
+  taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
+  taps = jnp.asarray(taps / taps.sum(), jnp.float32)
+  channels = image.shape[-1]
+
+  def conv(x, kernel):
+    return jax.lax.conv_general_dilated(
+        x, jnp.tile(kernel, (1, 1, 1, channels)), (1, 1), "SAME", feature_group_count=channels,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  out = conv(image[None], taps.reshape(1, -1, 1, 1))
+  return conv(out, taps.reshape(-1, 1, 1, 1))[0]
+
+
+@pytest.mark.parametrize("size,sigma", [(32, 0.7), (32, 2.0), (20, 1.3)])
+def test_blur_is_the_official_zero_padded_depthwise_convolution(size, sigma):
+  image = jnp.asarray(_images(1, size=size)[0] / 255, jnp.float32)
+  kernel = augment.blur_kernel_size(size)
+  np.testing.assert_allclose(augment.gaussian_blur(image, sigma, kernel),
+                             _depthwise_gaussian_blur(image, sigma, kernel), atol=1e-6)
+
+
+def test_blur_darkens_the_rim_of_a_constant_image_and_smooths_noise():
   x = jnp.full((9, 9, 3), 0.3)
-  np.testing.assert_allclose(augment.gaussian_blur(x, 2.0, 5), x, atol=1e-6)
+  blurred = augment.gaussian_blur(x, 2.0, 5)
+  np.testing.assert_allclose(blurred[2:-2, 2:-2], x[2:-2, 2:-2], atol=1e-6)  # Interior.
+  assert float(blurred[0, 0, 0]) < 0.3 * 0.7 and float(blurred[0, 4, 0]) < 0.3 * 0.9
   noise = jnp.asarray(_images(1, size=32)[0] / 255, jnp.float32)
-  assert np.std(augment.gaussian_blur(noise, 2.0, 7)) < 0.5 * np.std(noise)
+  assert np.std(augment.gaussian_blur(noise, 2.0, 7)[3:-3, 3:-3]) < 0.5 * np.std(noise)
   assert augment.blur_kernel_size(224) == 23
   assert augment.blur_kernel_size(32) == 3
   assert augment.blur_kernel_size(8) == 3

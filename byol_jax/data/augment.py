@@ -120,7 +120,11 @@ def blur_kernel_size(image_size):
 
 
 def gaussian_blur(image, sigma, kernel_size):
-  """Separable Gaussian blur of one [H, W, C] image, with reflected borders (no dark rim)."""
+  """Separable Gaussian blur of one [H, W, C] image with zero padding, as the official code.
+
+  Zeros outside the image darken a rim of `kernel_size // 2` pixels, as the official depthwise
+  SAME convolution does.
+  """
   radius = kernel_size // 2
   offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
   weights = jnp.exp(-0.5 * jnp.square(offsets / sigma))
@@ -129,7 +133,7 @@ def gaussian_blur(image, sigma, kernel_size):
   def blur_axis(x, axis):
     padding = [(0, 0)] * x.ndim
     padding[axis] = (radius, radius)
-    padded = jnp.pad(x, padding, mode="reflect")
+    padded = jnp.pad(x, padding)
     size = x.shape[axis]
     return sum(weights[t] * jax.lax.slice_in_dim(padded, t, t + size, axis=axis)
                for t in range(kernel_size))
