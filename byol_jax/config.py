@@ -7,23 +7,14 @@ message that names the key, the value and the valid choices.
 import ml_collections
 from ml_collections import config_dict
 
+from byol_jax.data import augment
+from byol_jax.nets import layers
+from byol_jax.nets import resnet
+
 METHODS = ("byol", "simclr")
-NORMS = ("bn", "ln", "gn", "none")
 INITS = ("default", "bn_stats")
-DEPTHS = (18, 34, 50, 101, 152, 200)
-STEMS = ("imagenet", "cifar")
-WIDTHS = (0.25, 0.5, 1, 2, 3, 4)  # 1-4 as in BYOL; fractions for small-scale CPU work.
 PRESETS = ("", "tiny")
 COMPUTE_DTYPES = ("float32", "bfloat16")
-VIEW_KEYS = ("color_jitter_prob", "brightness", "contrast", "saturation", "hue", "grayscale_prob",
-             "blur_prob", "blur_sigma_min", "blur_sigma_max", "solarize_prob")
-
-
-def _view(blur_prob, solarize_prob):
-  return ml_collections.ConfigDict(dict(
-      color_jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
-      grayscale_prob=0.2, blur_prob=blur_prob, blur_sigma_min=0.1, blur_sigma_max=2.0,
-      solarize_prob=solarize_prob))
 
 
 def base_config():
@@ -42,6 +33,10 @@ def base_config():
   c.depth = 50
   c.width = 1.0  # Float, so that the CPU fractions 0.25 and 0.5 are valid overrides.
   c.stem = "imagenet"
+  # Init, as the official code and the paper: Haiku's default conv init (variance 1 / fan_in) and
+  # scale 1 in every norm. `he` and True are the torchvision / Goyal et al. choices.
+  c.conv_init = "haiku"
+  c.zero_init_last_norm = False
   c.projector_hidden_size = 4096
   c.projection_size = 256
   c.predictor_hidden_size = 4096
@@ -66,8 +61,8 @@ def base_config():
   c.image_size = 224
   c.shuffle_buffer = 10_000
   c.crop_min_area = 0.08  # Random-resized-crop area, as a fraction of the image: [this, 1].
-  c.view1 = _view(blur_prob=1.0, solarize_prob=0.0)
-  c.view2 = _view(blur_prob=0.1, solarize_prob=0.2)
+  c.view1 = ml_collections.ConfigDict(augment.VIEW1)  # The paper's two asymmetric views.
+  c.view2 = ml_collections.ConfigDict(augment.VIEW2)
   # Run.
   c.seed = 0
   c.log_every = 100
@@ -76,7 +71,10 @@ def base_config():
   # Evaluation after training (linear probe on frozen features, kNN).
   c.eval = ml_collections.ConfigDict(dict(
       enabled=True,  # Evaluate (and print top-1) when training ends.
-      linear_epochs=80, linear_batch_size=1024, linear_lr=0.4, knn_k=20, knn_temperature=0.07,
+      # The official protocol: raw features, lr = linear_base_lr x batch/256. True standardises
+      # the features first (evaluation/linear.py), so one lr fits encoders of any feature scale.
+      linear_epochs=80, linear_batch_size=1024, linear_base_lr=0.2, standardize_features=False,
+      knn_k=20, knn_temperature=0.07,
       batch_size=1000, random_init_baseline=True,
       crop_fraction=0.875,  # Test views: the central 87.5% (224 of 256), resized.
       # True: the paper's protocol (fresh crop + flip views each epoch); False: cached features
@@ -136,11 +134,12 @@ def validate(c):
   _choice(c, "method", METHODS)
   for key in ("norm", "projector_norm", "predictor_norm"):
     if c[key] is not None:
-      _choice(c, key, NORMS)
+      _choice(c, key, layers.NORMS)
   _choice(c, "init", INITS)
-  _choice(c, "depth", DEPTHS)
-  _choice(c, "stem", STEMS)
-  _choice(c, "width", WIDTHS)
+  _choice(c, "depth", resnet.DEPTHS)
+  _choice(c, "stem", resnet.STEMS)
+  _choice(c, "conv_init", tuple(resnet.CONV_INITS))
+  _choice(c, "width", resnet.WIDTHS)
   _choice(c, "compute_dtype", COMPUTE_DTYPES)
   positive = ("batch_size", "epochs", "image_size", "log_every", "checkpoint_every",
               "keep_checkpoints", "gn_groups", "projector_hidden_size", "projection_size",
@@ -163,10 +162,11 @@ def validate(c):
   if not 0 <= c.tau_base <= 1:
     raise ValueError(f"config.tau_base={c.tau_base!r} must be in [0, 1].")
   for view in ("view1", "view2"):
-    missing = sorted(set(VIEW_KEYS) - set(c[view].keys()))
+    view_keys = tuple(augment.VIEW1)
+    missing = sorted(set(view_keys) - set(c[view].keys()))
     if missing:
-      raise ValueError(f"config.{view} lacks {missing}; it needs all of {VIEW_KEYS}.")
-    for key in VIEW_KEYS:
+      raise ValueError(f"config.{view} lacks {missing}; it needs all of {view_keys}.")
+    for key in view_keys:
       if key.endswith("_prob") and not 0 <= c[view][key] <= 1:
         raise ValueError(f"config.{view}.{key}={c[view][key]!r} must be a probability in [0, 1].")
   if c.init == "bn_stats":

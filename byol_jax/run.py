@@ -73,15 +73,19 @@ class Trainer:
                             steps_per_epoch=self.steps_per_epoch)
 
   def _initial_state(self):
-    """The latest checkpoint's state, or a fresh one (with the modified init if asked)."""
-    fresh = self._fresh_state()
-    template = _as_tree(fresh)
+    """The latest checkpoint's state, or the untrained one."""
     latest = self.checkpointer.latest_step()
-    if latest is not None:
-      tree, metadata = self.checkpointer.restore(template)
-      self._warn_config_changes(metadata.get("config", "{}"))
-      logging.info("Resumed from %s at step %d.", self.checkpointer.directory, latest)
-      return train.TrainState(**{**fresh._asdict(), **tree})
+    if latest is None:
+      return self._untrained_state()
+    fresh = self._fresh_state()
+    tree, metadata = self.checkpointer.restore(_as_tree(fresh))
+    self._warn_config_changes(metadata.get("config", "{}"))
+    logging.info("Resumed from %s at step %d.", self.checkpointer.directory, latest)
+    return train.TrainState(**{**fresh._asdict(), **tree})
+
+  def _untrained_state(self):
+    """The state of step 0: a fresh one, with the modified init if asked."""
+    fresh = self._fresh_state()
     if self.config.init != "bn_stats":
       return fresh
     first = next(iter(self._batches(0)))
@@ -168,9 +172,13 @@ class Trainer:
                           host_state.online_params, host_state.online_state)
 
   def evaluate(self):
-    """Linear and kNN evaluation of the online encoder, and of a random-init one for reference."""
+    """Linear and kNN evaluation of the online encoder, and of its untrained self for reference.
+
+    The untrained encoder is the run's step-0 encoder: random init, and for init=bn_stats the
+    scales and offsets set from batch statistics.
+    """
     host_state = train.unreplicate(self.state)
-    fresh = self._fresh_state()
+    fresh = self._untrained_state()
     return protocol.evaluate_encoder(
         self.config,
         embed_fn=train.make_embed_fn(self.config, host_state.online_params,

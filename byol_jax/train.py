@@ -74,8 +74,12 @@ def network_fn(config, *, bn_stats_pass=False):
     # params (so gradients, optimizer state and the EMA are float32), and every consumer of the
     # outputs (losses, probe, collapse metrics, evaluation) gets float32.
     images = images.astype(compute_dtype)
-    embedding = nets.ResNet(depth=config.depth, width=config.width, stem=config.stem,
-                            norm=encoder_norm, name="encoder", **common)(images, is_training)
+    embedding = nets.ResNet(
+        depth=config.depth, width=config.width, stem=config.stem, norm=encoder_norm,
+        conv_init=config.conv_init,
+        # The modified init's gamma0 is 0 for the last norm of each block, by its definition.
+        zero_init_last_norm=bn_stats_pass or config.zero_init_last_norm,
+        name="encoder", **common)(images, is_training)
     projection = nets.MLP(config.projector_hidden_size, config.projection_size,
                           norm=projector_norm, name="projector", **common)(embedding, is_training)
     outputs = dict(embedding=embedding, projection=projection)

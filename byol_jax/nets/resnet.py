@@ -29,8 +29,15 @@ _DEPTHS = {
     152: (True, (3, 8, 36, 3)),
     200: (True, (3, 24, 36, 3)),
 }
+DEPTHS = tuple(_DEPTHS)
 STEMS = ("imagenet", "cifar")
-WIDTHS = (0.25, 0.5, 1, 2, 3, 4)
+WIDTHS = (0.25, 0.5, 1, 2, 3, 4)  # 1-4 as in BYOL; fractions for small-scale CPU work.
+# Conv kernel inits: Haiku's default (truncated normal, variance 1 / fan_in), as the official BYOL
+# code; or He normal on the fan-out (variance 2 / fan_out), as torchvision.
+CONV_INITS = {
+    "haiku": None,
+    "he": hk.initializers.VarianceScaling(2.0, "fan_out", "normal"),
+}
 _STAGE_CHANNELS = (64, 128, 256, 512)
 _BOTTLENECK_EXPANSION = 4
 _LAST_BLOCK_NORM = re.compile(r"(^|/)stage\d+_block\d+/~/last_norm$")
@@ -92,7 +99,7 @@ class ResNet(hk.Module):
   def __init__(self, depth=50, width=1, stem="imagenet", norm="bn",
                weight_standardization=False, gn_groups=16,
                bn_cross_replica_axis=None, bn_decay_rate=0.9,
-               zero_init_last_norm=True, name=None):
+               conv_init="haiku", zero_init_last_norm=False, name=None):
     """Builds the network.
 
     Args:
@@ -106,12 +113,14 @@ class ResNet(hk.Module):
       gn_groups: groups of "gn".
       bn_cross_replica_axis: axis name(s) for cross-replica BN statistics.
       bn_decay_rate: decay of BN's moving averages.
+      conv_init: a key of CONV_INITS; "haiku" is the official BYOL code's.
       zero_init_last_norm: start each block's last norm scale at 0, so every
-        block starts as the identity.
+        block starts as the identity (Goyal et al.). The BYOL paper's results
+        used scale 1 everywhere (the official README says so).
       name: module name.
 
     Raises:
-      ValueError: on an unknown depth, stem or norm, or a bad width.
+      ValueError: on an unknown depth, stem, norm or conv_init, or a bad width.
     """
     super().__init__(name=name)
     if depth not in _DEPTHS:
@@ -123,10 +132,12 @@ class ResNet(hk.Module):
     if isinstance(width, bool) or width not in WIDTHS:
       raise ValueError(f"ResNet width must be one of "
                        f"{', '.join(map(str, WIDTHS))}, got {width!r}.")
+    if conv_init not in CONV_INITS:
+      raise ValueError(f"Unknown conv_init {conv_init!r}; valid choices are "
+                       f"{', '.join(map(repr, CONV_INITS))}.")
     conv = functools.partial(
         layers.WSConv2D if weight_standardization else layers.Conv2D,
-        with_bias=False,
-        w_init=hk.initializers.VarianceScaling(2.0, "fan_out", "normal"))
+        with_bias=False, w_init=CONV_INITS[conv_init])
     norm_fn = functools.partial(
         layers.make_norm, norm, gn_groups=gn_groups,
         bn_cross_replica_axis=bn_cross_replica_axis,
@@ -139,20 +150,18 @@ class ResNet(hk.Module):
     self._stem_norm = norm_fn(name="stem_norm")
 
     bottleneck, blocks_per_stage = _DEPTHS[depth]
-    expansion = _BOTTLENECK_EXPANSION if bottleneck else 1
-    in_channels = int(64 * width)
     self._blocks = []
     for s, (channels, num_blocks) in enumerate(
         zip(_STAGE_CHANNELS, blocks_per_stage), start=1):
       channels = int(channels * width)
       for b in range(num_blocks):
         stride = 2 if s > 1 and b == 0 else 1
+        # A projection shortcut on every stage's first block, as the official BYOL ResNets
+        # (ResNet-18/34 too, where stage 1's first block would not need one).
         self._blocks.append(_Block(
-            channels, stride, bottleneck,
-            project=stride != 1 or in_channels != channels * expansion,
+            channels, stride, bottleneck, project=b == 0,
             conv=conv, norm=norm_fn, zero_init_last_norm=zero_init_last_norm,
             name=f"stage{s}_block{b}"))
-        in_channels = channels * expansion
 
   def __call__(self, images: jax.Array, is_training: bool) -> jax.Array:
     x = jax.nn.relu(self._stem_norm(self._stem_conv(images), is_training))
