@@ -1,17 +1,16 @@
 """Linear evaluation: a linear classifier trained on frozen encoder features.
 
-The BYOL protocol: SGD with Nesterov momentum 0.9, no weight decay, a cosine
+The BYOL protocol, as the official code runs it: raw features, a linear layer with Haiku's default
+init (truncated normal, std 1 / sqrt(D)), SGD with Nesterov momentum 0.9, no weight decay, a cosine
 learning-rate decay, random crop + flip train views, centre-crop test views.
 
-One addition makes a single learning rate work across encoders: the features
-are standardised per dimension with the mean and standard deviation of one
-pass over the train views, computed before training and then held fixed.
-Feature scales differ by orders of magnitude between BN, GN+WS and
-unnormalised encoders, and the official code tuned the learning rate per model
-instead. Fixed standardisation is an affine map of the inputs, so the best
-linear classifier it can reach is unchanged; only the optimisation is better
-conditioned. Dimensions that barely vary (a collapsed encoder) are not blown
-up, as the variance gets a small floor.
+`standardize_features=True` adds one step: each feature dimension is standardised with the mean and
+standard deviation of one pass over the train views, computed before training and then held fixed.
+Feature scales differ by orders of magnitude between BN, GN+WS and unnormalised encoders, and the
+paper picked the learning rate per model on a validation set; standardising lets one learning rate
+fit them all. It is an affine map of the inputs, so the best linear classifier it can reach is
+unchanged; only the optimisation is better conditioned. The variance gets a small floor, so
+dimensions that barely vary (a collapsed encoder) are not blown up.
 """
 import functools
 
@@ -21,7 +20,6 @@ import numpy as np
 import optax
 
 _VARIANCE_FLOOR = 1e-6
-_INIT_STDDEV = 0.01
 
 
 def extract_features(embed_fn, batches) -> tuple[np.ndarray, np.ndarray]:
@@ -97,9 +95,14 @@ def _test_counts(params, features, labels, mask, mean, inv_std, *, top):
   return jnp.sum(hits[:, 0] & mask), jnp.sum(hits.any(-1) & mask)
 
 
+def linear_learning_rate(base_lr, batch_size):
+  """The linear classifier's peak learning rate, base_lr x batch/256 (official: 0.2)."""
+  return base_lr * batch_size / 256
+
+
 def linear_evaluation(embed_fn, train_batches, test_batches, *, num_classes,
-                      epochs, steps_per_epoch, learning_rate=0.4,
-                      seed=0) -> dict[str, float]:
+                      epochs, steps_per_epoch, learning_rate,
+                      standardize_features=False, seed=0) -> dict[str, float]:
   """Trains a linear classifier on frozen features and tests it.
 
   Args:
@@ -110,10 +113,11 @@ def linear_evaluation(embed_fn, train_batches, test_batches, *, num_classes,
       (the last one padded, with mask False on the padding).
     num_classes: number of classes.
     epochs: training epochs, each of `steps_per_epoch` batches.
-    steps_per_epoch: batches per epoch; one extra epoch of batches is embedded
-      first for the feature statistics.
-    learning_rate: peak learning rate of the cosine schedule (any scaling with
-      the batch size is the caller's).
+    steps_per_epoch: batches per epoch.
+    learning_rate: peak learning rate of the cosine schedule (see
+      `linear_learning_rate`).
+    standardize_features: standardise the features with fixed statistics of
+      one extra epoch of train batches (see the module docstring).
     seed: seed of the classifier's initial weights.
 
   Returns:
@@ -121,11 +125,15 @@ def linear_evaluation(embed_fn, train_batches, test_batches, *, num_classes,
     the accuracy on the train views during the last epoch. Masked examples
     never count.
   """
-  mean, inv_std = _feature_statistics(embed_fn, train_batches, steps_per_epoch)
+  if standardize_features:
+    mean, inv_std = _feature_statistics(embed_fn, train_batches, steps_per_epoch)
+  else:
+    feature_dim = jax.eval_shape(embed_fn, next(iter(test_batches()))["image"]).shape[-1]
+    mean, inv_std = np.zeros(feature_dim, np.float32), np.ones(feature_dim, np.float32)
   feature_dim = mean.shape[0]
-  params = {
-      "w": _INIT_STDDEV * jax.random.normal(
-          jax.random.PRNGKey(seed), (feature_dim, num_classes)),
+  params = {  # hk.Linear's default init.
+      "w": jax.random.truncated_normal(jax.random.PRNGKey(seed), -2.0, 2.0,
+                                       (feature_dim, num_classes)) / np.sqrt(feature_dim),
       "b": jnp.zeros((num_classes,)),
   }
   total_steps = epochs * steps_per_epoch

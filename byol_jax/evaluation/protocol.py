@@ -47,6 +47,7 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
                                       num_classes=info.num_classes)}
   batch_size = min(e.linear_batch_size, len(train_x))
   steps_per_epoch = max(len(train_x) // batch_size, 1)
+  learning_rate = linear.linear_learning_rate(e.linear_base_lr, batch_size)
   if e.linear_augment:
     train_batches = pipeline.linear_train_batches(
         dataset=dataset, data_dir=data_dir, split=info.train_split, batch_size=batch_size,
@@ -54,7 +55,7 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
     linear_results = linear.linear_evaluation(
         embed_fn, train_batches, lambda: batches(info.test_split),
         num_classes=info.num_classes, epochs=e.linear_epochs, steps_per_epoch=steps_per_epoch,
-        learning_rate=e.linear_lr, seed=seed)
+        learning_rate=learning_rate, standardize_features=e.standardize_features, seed=seed)
   else:
     def test_batches():
       for start in range(0, len(test_x), batch_size):
@@ -64,7 +65,7 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
     linear_results = linear.linear_evaluation(
         _identity, _cached_batches(train_x, train_y, batch_size, seed), test_batches,
         num_classes=info.num_classes, epochs=e.linear_epochs, steps_per_epoch=steps_per_epoch,
-        learning_rate=e.linear_lr, seed=seed)
+        learning_rate=learning_rate, standardize_features=e.standardize_features, seed=seed)
   results.update(linear_results)
   results["num_train_examples"], results["num_test_examples"] = len(train_x), len(test_x)
   return {k: float(v) for k, v in results.items()}
