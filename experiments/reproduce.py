@@ -121,16 +121,16 @@ def report(variants, seeds, root, scale, table, command):
   """Writes the Markdown table and the plots of the finished runs; returns the table."""
   runs = {}
   for variant in variants:
-    done = [root / variant.name / f"seed{s}" for s in seeds
-            if (root / variant.name / f"seed{s}" / "eval.json").exists()]
+    done = [s for s in seeds if (root / variant.name / f"seed{s}" / "eval.json").exists()]
     if done:
-      runs[variant.name] = (variant, [_read_run(w) for w in done])
+      runs[variant.name] = (variant, [_read_run(root / variant.name / f"seed{s}") for s in done],
+                            done)
   if not runs:
     sys.exit(f"[reproduce] no finished runs under {root}.")
   header = ("| variant | batch stats | paper top-1 | linear top-1 (%) | kNN top-1 (%) | "
             "random-init linear (%) | pos cos | neg cos | proj std | seeds | steps | wall / run |")
   lines = [header, "|" + " --- |" * (header.count("|") - 1)]
-  for variant, results in runs.values():
+  for variant, results, _ in runs.values():
     evals = [e for e, _, _ in results]
     metrics = [m for _, m, _ in results]
     walls = [w for _, _, w in results]
@@ -147,6 +147,8 @@ def report(variants, seeds, root, scale, table, command):
         f"{np.mean(walls) / 60:.1f} min"]) + " |")
   text = "\n".join(lines)
   _plot(runs, RESULTS / f"table{table}_{scale}")
+  (RESULTS / f"table{table}_{scale}.json").write_text(json.dumps(
+      {"command": command, "runs": _per_seed_records(runs)}, indent=1) + "\n")
   (RESULTS / f"table{table}_{scale}.md").write_text(
       f"# Table {table}, {scale} scale\n\nCommand: `{command}`\n\n{text}\n\n"
       f"Plots: table{table}_{scale}_curves.png, table{table}_{scale}_cosine.png. Linear and kNN "
@@ -154,6 +156,23 @@ def report(variants, seeds, root, scale, table, command):
       "last 5 logged training batches' online projections (proj std: per-dimension std of the "
       "l2-normalised projections times sqrt(dim); 0 = collapsed).\n")
   return text
+
+
+def _per_seed_records(runs):
+  """One record per (variant, seed): the numbers the Markdown table averages."""
+  records = []
+  for variant, results, seeds in runs.values():
+    for (evaluation, metrics, wall), seed in zip(results, seeds):
+      records.append({
+          "variant": variant.name, "seed": seed, "config": variant.config,
+          "overrides": variant.overrides, "paper_top1": variant.paper or None,
+          "linear_top1": evaluation["top1"], "knn_top1": evaluation["knn_top1"],
+          "random_init_linear_top1": evaluation.get("random_init_top1"),
+          "random_init_knn_top1": evaluation.get("random_init_knn_top1"),
+          **{key: _final(metrics, key)
+             for key in ("positive_cosine", "negative_cosine", "projection_std")},
+          "steps": metrics[-1]["step"], "wall_s": wall})
+  return records
 
 
 def _plot(runs, prefix):
@@ -170,7 +189,7 @@ def _plot(runs, prefix):
   for panel, keys in panels.items():
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, keys):
-      for name, (_, results) in runs.items():
+      for name, (_, results, _) in runs.items():
         ax.plot(*curve(results, key), label=name)
       ax.set_xlabel("step")
       ax.set_title(key.replace("_", " ") + " (mean over seeds)")

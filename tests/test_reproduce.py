@@ -62,3 +62,8 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path, monkeypatch):
   assert "55.0 ± 5.0" in row and "40.0 ± 0.0" in row and "| 2 |" in row
   assert "none" not in table.split("\n", 2)[2]  # Unfinished variants are left out.
   assert (tmp_path / "table2_cpu.md").exists() and (tmp_path / "table2_cpu_cosine.png").exists()
+  records = json.loads((tmp_path / "table2_cpu.json").read_text())["runs"]
+  assert [(r["variant"], r["seed"], r["linear_top1"]) for r in records] == [
+      ("bn", 0, 0.50), ("bn", 1, 0.60)]
+  assert records[0]["random_init_linear_top1"] == 0.1
+  assert records[0]["positive_cosine"] == 0.9 and records[0]["projection_std"] == 0.5
