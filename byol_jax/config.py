@@ -113,6 +113,10 @@ def apply_preset(c, preset):
     c.eval.linear_epochs = 30
     c.eval.linear_batch_size = 256
     c.eval.linear_augment = False
+    # No per-model lr sweep here (the paper picked each model's lr on a validation set): fixed
+    # feature standardisation lets one lr fit encoders whose feature scales differ by orders of
+    # magnitude (no normalization, Haiku's init), so the table compares features, not scales.
+    c.eval.standardize_features = True
     c.eval.crop_fraction = 1.0  # 32 px shapes touch the border: keep the whole image.
     c.eval.batch_size = 500
   return c

@@ -2,6 +2,7 @@ r"""Reproduces the paper's Table 2 and Table 1 and the blog's collapse check, on
 
     python experiments/reproduce.py --table=2               # 4 variants x 3 seeds, CPU scale
     python experiments/reproduce.py --table=1               # encoder/projector/predictor norms
+    python experiments/reproduce.py --table=init            # no norm: standard vs He vs bn_stats
     python experiments/reproduce.py --table=2 --scale=full --root=gs://BUCKET/repro \
         -- --multihost_tpu --config.data_dir=gs://BUCKET/tfds    # ImageNet, on every pod worker
 
@@ -60,10 +61,19 @@ TABLE1 = (
     Variant("simclr_bn_bn", "simclr", _norms("bn", "bn", "bn"), "yes", ""),
     Variant("simclr_none_none", "simclr", _norms("none", "none", "none"), "no", ""),
 )
-TABLES = {"1": TABLE1, "2": TABLE2}
+# The init ablation (the paper's hypothesis that BN compensates for an improper standard init):
+# no normalization with Haiku's standard init (the default), He init, and the modified init on each.
+TABLE_INIT = (
+    Variant("none_haiku_init", "byol", {"norm": "none"}, "no", "0.1 (collapse)"),
+    Variant("none_he_init", "byol", {"norm": "none", "conv_init": "he"}, "no", ""),
+    Variant("bn_stats_haiku_init", "byol_bn_stats", {}, "no", "65.7"),
+    Variant("bn_stats_he_init", "byol_bn_stats", {"conv_init": "he"}, "no", ""),
+)
+TABLES = {"1": TABLE1, "2": TABLE2, "init": TABLE_INIT}
 
-# The full scale changes only Table 1's length; the CPU scale is each config's `tiny` preset.
-FULL_OVERRIDES = {"1": {"epochs": 300}, "2": {}}
+# The full scale changes only the length of Table 1 and of the init ablation (300 epochs, as
+# Table 1); the CPU scale is each config's `tiny` preset.
+FULL_OVERRIDES = {"1": {"epochs": 300}, "2": {}, "init": {"epochs": 300}}
 
 
 def run_command(variant, seed, workdir, scale, table, extra_flags):
@@ -146,12 +156,16 @@ def report(variants, seeds, root, scale, table, command):
         str(len(results)), str(metrics[0][-1]["step"]),
         f"{np.mean(walls) / 60:.1f} min"]) + " |")
   text = "\n".join(lines)
-  _plot(runs, RESULTS / f"table{table}_{scale}")
-  (RESULTS / f"table{table}_{scale}.json").write_text(json.dumps(
+  if table.isdigit():
+    name, title = f"table{table}_{scale}", f"Table {table}, {scale} scale"
+  else:
+    name, title = f"{table}_ablation_{scale}", f"The {table} ablation, {scale} scale"
+  _plot(runs, RESULTS / name)
+  (RESULTS / f"{name}.json").write_text(json.dumps(
       {"command": command, "runs": _per_seed_records(runs)}, indent=1) + "\n")
-  (RESULTS / f"table{table}_{scale}.md").write_text(
-      f"# Table {table}, {scale} scale\n\nCommand: `{command}`\n\n{text}\n\n"
-      f"Plots: table{table}_{scale}_curves.png, table{table}_{scale}_cosine.png. Linear and kNN "
+  (RESULTS / f"{name}.md").write_text(
+      f"# {title}\n\nCommand: `{command}`\n\n{text}\n\n"
+      f"Plots: {name}_curves.png, {name}_cosine.png. Linear and kNN "
       "top-1 are mean ± std over seeds of the final encoder; pos/neg cos and proj std are the "
       "last 5 logged training batches' online projections (proj std: per-dimension std of the "
       "l2-normalised projections times sqrt(dim); 0 = collapsed).\n")
