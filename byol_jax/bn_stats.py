@@ -42,9 +42,6 @@ def measure(config, params, images, devices=None):
     _, new_state = network.apply(bn_params, bn_state, None, x, is_training=True)
     return new_state
 
-  if not config.bn_cross_replica:
-    raise ValueError("config.init='bn_stats' needs config.bn_cross_replica=True so that the "
-                     "statistics are those of the global batch.")
   bn_params, bn_state = train.init_network(network, jax.random.PRNGKey(0), images[0, :1])
   stats_params = statistics_pass_params(params, bn_params)
   devices = devices or jax.local_devices()

@@ -69,6 +69,8 @@ def test_bn_stats_override_works_from_any_byol_config(name):
     ("max_steps", 0, "config.max_steps=0 must be a positive integer"),
     ("compute_dtype", "float16", "config.compute_dtype='float16' is not valid; choose one of "
                                  "('float32', 'bfloat16')"),
+    ("conv_init", "xavier", "config.conv_init='xavier' is not valid; choose one of ('haiku', "
+                            "'he')"),
 ])
 def test_bad_values_name_key_value_and_choices(key, value, expected):
   config = load("byol")
@@ -97,6 +99,13 @@ def test_bn_stats_with_simclr_is_refused():
   config = load("simclr")
   config.norm, config.init = "none", "bn_stats"
   with pytest.raises(ValueError, match="not defined for config.method='simclr'"):
+    config_lib.validate(config)
+
+
+def test_bn_stats_without_cross_replica_statistics_is_refused():
+  config = load("byol_bn_stats")
+  config.bn_cross_replica = False
+  with pytest.raises(ValueError, match="needs config.bn_cross_replica=True"):
     config_lib.validate(config)
 
 
