@@ -1,12 +1,11 @@
 """XLA compile options of the network programs: on CPU, XLA's own convolutions, not YNNPACK's.
 
-Why: on CPU, jaxlib 0.10 hands every float32 convolution to YNNPACK, which runs a layer on one
-thread whenever it has fewer than 128 input or output channels: ResNet's first stage, the stems,
-and more of the narrow presets. XLA's own (Eigen) convolutions keep every core busy; on 2 cores
-the ResNet-18/50 train steps ran 1.03-1.27x faster with them (experiments/results/train_step.md;
-conv.md measures each layer both ways). The option keeps YNNPACK's dots and reductions, this
-jaxlib's default set of YNNPACK fusions less convolutions. It picks kernels, not math: results
-agree to float32 rounding.
+Why: on CPU, jaxlib hands every float32 convolution to YNNPACK, which runs a layer on one thread
+whenever it has fewer than 128 input or output channels: ResNet's first stage, the stems, and more
+of the narrow presets. XLA's own (Eigen) convolutions keep every core busy
+(experiments/results/train_step.md and conv.md time both). The option keeps YNNPACK's dots and
+reductions, jaxlib's default set of YNNPACK fusions less convolutions. It picks kernels, not math:
+results agree to float32 rounding.
 
 An XLA_FLAGS that sets the option itself wins (to compare both kernels), and a jaxlib without
 the option compiles with its defaults.

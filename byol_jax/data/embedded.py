@@ -5,13 +5,12 @@ path (PNG records, decode, crops) without any download. Each image shows one of 
 label) with a random colour, size, aspect, rotation and a small random shift, on a striped, noisy
 background of another random colour. Colour carries no label information, so colour-jitter
 invariance pays off, and pose and colour vary too much for a linear classifier on raw pixels
-(tests/test_data.py: under 20%; chance is 10%). Version 2 draws the shapes larger and nearer the
-centre than version 1, so that a few hundred steps learn them: with labels, the tiny preset's
-encoder reached 73% test accuracy after 200 Adam steps (version 1 with the earlier, cifar-stem
-encoder: 29% after 300).
+(tests/test_data.py: ridge regression on the pixels stays near chance). Version 2 draws the
+shapes larger and nearer the centre than version 1, so that a few hundred steps learn them
+(experiments/results/supervised_bound.md).
 
-Generation is deterministic (fixed seeds) vectorised numpy, about 3 s for both splits; the tfds
-build, which also PNG-encodes and writes the records, takes about 10 s.
+Generation is deterministic (fixed seeds) vectorised numpy; the tfds build also PNG-encodes and
+writes the records, in seconds.
 """
 import numpy as np
 import tensorflow_datasets as tfds

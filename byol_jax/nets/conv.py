@@ -1,17 +1,12 @@
 """The convolution of every conv layer: matmuls where XLA:CPU's conv is slow.
 
-XLA's CPU convolution is very slow for tiny outputs with many channels: forward
-plus backward of a 3x3, 512-channel conv with a 2x2 output (batch 64) takes
-~1.1 s as a convolution and ~0.03 s as patches plus one matmul (im2col), with
-YNNPACK's convolutions or XLA's own (compile_options.py). As a plain matmul, a
-1x1 conv ran as fast as YNNPACK's convolution or up to 4.6x faster at every
-measured size (1-56 px, 64-2048 channels). XLA's own convolutions beat the
-matmul on 15 of 19 single 1x1 layers of ResNet-18 and -50 (by up to 1.5x), yet
-the ResNet-50 BN step (224 px, batch 16) took 10.7 s with matmuls and 11.4 s
-with them. Larger kernels with outputs of 3x3 or more are as fast or faster as
-convolutions (im2col is up to 3x slower there). Hence, on the CPU backend only:
-1x1 kernels are matmuls, larger ones with outputs of at most 2x2 are im2col,
-the rest stay lax.conv (as does every conv on GPU/TPU).
+XLA's CPU convolution is very slow for small outputs with many channels, while
+the same product as strided patches times the kernel (im2col) is one fast
+matmul; a 1x1 conv is a plain matmul. Hence, on the CPU backend only: 1x1
+kernels are matmuls, larger ones with outputs of at most 2x2 are im2col, the
+rest stay lax.conv (as does every conv on GPU/TPU). The math and parameters are
+the same either way; experiments/results/conv.md and train_step.md have the
+timings behind the rule.
 """
 import jax
 from jax import lax

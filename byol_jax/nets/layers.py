@@ -141,8 +141,8 @@ class _GroupNorm(hk.Module):
   """hk.GroupNorm's math and parameters, with reductions XLA:CPU runs fast.
 
   The mean and the (two-pass) variance of each sample's group are sums over the spatial axes per
-  channel, then over the group's channels; hk.GroupNorm's reshape to (..., groups, C / groups)
-  made forward + backward 2-4x slower on CPU (batch 64, 32x32x64: 42 against 10 ms).
+  channel, then over the group's channels: XLA:CPU runs these reductions several times faster
+  than those of hk.GroupNorm's reshape to (..., groups, C / groups).
   """
 
   def __init__(self, groups: int, eps: float, scale_init, name: str):
