@@ -56,7 +56,7 @@ def measure(config, params, images, devices=None):
   return statistics, stats_params
 
 
-def initialise(config, params, images, devices=None, eps=1e-5):
+def initialize(config, params, images, devices=None, eps=1e-5):
   """Affine params set from the BN statistics of `images` (see module docstring)."""
   statistics, stats_params = measure(config, params, images, devices)
   new_params = hk.data_structures.to_mutable_dict(params)

@@ -91,7 +91,7 @@ class Trainer:
     first = next(iter(self._batches(0)))
     augment_first_view = jax.pmap(
         lambda b: train.augment_views(self.config, b, 0)[0], axis_name=train.AXIS)
-    params = bn_stats.initialise(self.config, fresh.online_params, augment_first_view(first))
+    params = bn_stats.initialize(self.config, fresh.online_params, augment_first_view(first))
     logging.info("Modified init: scales and offsets set from the BN statistics of one "
                  "augmented batch of %d images.", self.config.batch_size)
     return fresh._replace(online_params=params, target_params=params)

@@ -18,7 +18,7 @@ def setup():
   state = train.init_state(config, jax.random.PRNGKey(0), image_shape=(16, 16, 3),
                            num_classes=10, steps_per_epoch=10)
   images = np.random.default_rng(0).normal(1.0, 2.0, (BATCH, 16, 16, 3)).astype(np.float32)
-  params = bn_stats.initialise(config, state.online_params, images[None], jax.devices()[:1])
+  params = bn_stats.initialize(config, state.online_params, images[None], jax.devices()[:1])
   return config, state, images, params
 
 
@@ -42,7 +42,7 @@ def _tapped(config, bn_stats_pass, norm_paths):
   return hk.transform_with_state(tapped)
 
 
-def test_every_norm_is_initialised(setup):
+def test_every_norm_is_initialized(setup):
   config, state, _, params = setup
   norms = [k for k, v in params.items() if set(v) == {"scale", "offset"}]
   # ResNet-18: stem + 2 per block x 8 blocks + 4 projection shortcuts; plus the two heads.

@@ -158,11 +158,11 @@ def _naive_knn(train_x, train_y, test_x, k, temperature, num_classes):
     (20, 0.07, 32), (5, 0.5, 256), (1, 0.07, 7), (1000, 0.1, 32)])
 def test_knn_matches_naive_loop(k, temperature, chunk_size):
   rng = np.random.default_rng(5)
-  centres = rng.normal(size=(6, 16))
+  centers = rng.normal(size=(6, 16))
   train_y = rng.integers(0, 6, 300)
   test_y = rng.integers(0, 6, 70)
-  train_x = centres[train_y] + rng.normal(size=(300, 16))
-  test_x = centres[test_y] + rng.normal(size=(70, 16))
+  train_x = centers[train_y] + rng.normal(size=(300, 16))
+  test_x = centers[test_y] + rng.normal(size=(70, 16))
   want = _naive_knn(train_x, train_y, test_x, min(k, 300), temperature, 6)
   got = knn.knn_predict(train_x, train_y, test_x, k=k, temperature=temperature,
                         num_classes=6, chunk_size=chunk_size)

@@ -79,15 +79,15 @@ def _draw(labels, rng):
   # away from the background in every channel (mod 1), with a linear shading gradient.
   coarse = (np.arange(size, dtype=np.float32) / size) - 0.5
   x, y = coarse[None, None, :, None], coarse[None, :, None, None]
-  bg_colour = uniform(0, 1, 3)
+  bg_color = uniform(0, 1, 3)
   stripe_angle = uniform(0, np.pi)
   along = np.cos(stripe_angle) * x + np.sin(stripe_angle) * y
   stripes = 0.5 + 0.5 * np.sin(2 * np.pi * uniform(1, 5) * along + uniform(0, 2 * np.pi))
-  background = bg_colour + (uniform(0, 1, 3) - bg_colour) * stripes * uniform(0, 0.35)
-  fg_colour = np.mod(bg_colour + uniform(0.25, 0.75, 3), 1.0)
+  background = bg_color + (uniform(0, 1, 3) - bg_color) * stripes * uniform(0, 0.35)
+  fg_color = np.mod(bg_color + uniform(0.25, 0.75, 3), 1.0)
   shade_angle = uniform(0, 2 * np.pi)
   shade = np.cos(shade_angle) * x + np.sin(shade_angle) * y
-  foreground = fg_colour + shade * uniform(0, 0.3)
+  foreground = fg_color + shade * uniform(0, 0.3)
 
   image = alpha * foreground + (1 - alpha) * background
   noise = rng.standard_normal(image.shape, dtype=np.float32) * uniform(0, 0.06)

@@ -11,14 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _l2_normalise(x):
+def _l2_normalize(x):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))
 def _predict(queries, bank, bank_labels, *, k, temperature, num_classes):
   """Predicted labels of one chunk of queries; `bank` is already normalised."""
-  sims = _l2_normalise(queries) @ bank.T
+  sims = _l2_normalize(queries) @ bank.T
   top_sims, top_idx = jax.lax.top_k(sims, k)
   # Shifting by the best similarity rescales each query's votes by a constant,
   # which keeps the argmax and keeps exp() finite for any temperature.
@@ -38,7 +38,7 @@ def knn_predict(train_features, train_labels, test_features, *, k=20,
     raise ValueError(
         f"kNN needs examples on both sides; got {len(train_features)} train "
         f"and {len(test_features)} test features.")
-  bank = _l2_normalise(jnp.asarray(train_features, jnp.float32))
+  bank = _l2_normalize(jnp.asarray(train_features, jnp.float32))
   bank_labels = jnp.asarray(train_labels, jnp.int32)
   k = min(k, bank.shape[0])
   test_features = np.asarray(test_features, np.float32)

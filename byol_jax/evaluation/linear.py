@@ -37,8 +37,8 @@ def extract_features(embed_fn, batches) -> tuple[np.ndarray, np.ndarray]:
 @jax.jit
 def _shifted_sums(features, mask, shift):
   """Masked sums of (x - shift) and its square; the shift keeps them precise."""
-  centred = jnp.where(mask[:, None], features - shift, 0.)
-  return centred.sum(0), jnp.square(centred).sum(0)
+  centered = jnp.where(mask[:, None], features - shift, 0.)
+  return centered.sum(0), jnp.square(centered).sum(0)
 
 
 def _feature_statistics(embed_fn, train_batches, num_steps):

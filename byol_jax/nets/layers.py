@@ -162,9 +162,9 @@ class _GroupNorm(hk.Module):
 
     scale = hk.get_parameter("scale", (channels,), jnp.float32, self._scale_init)
     offset = hk.get_parameter("offset", (channels,), jnp.float32, jnp.zeros)
-    centred = x - group_mean(x)
-    inverse_std = jax.lax.rsqrt(group_mean(jnp.square(centred)) + self._eps)
-    return centred * (inverse_std * scale) + offset
+    centered = x - group_mean(x)
+    inverse_std = jax.lax.rsqrt(group_mean(jnp.square(centered)) + self._eps)
+    return centered * (inverse_std * scale) + offset
 
 
 def _in_float32(norm: NormFn) -> NormFn:
