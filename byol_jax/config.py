@@ -20,7 +20,7 @@ VIEW_KEYS = ("color_jitter_prob", "brightness", "contrast", "saturation", "hue",
 
 
 class ConfigError(ValueError):
-  """A config value or combination that cannot run; the entry point prints it without a traceback."""
+  """A config value or combination that cannot run; main prints it without a traceback."""
 
 
 def _view(blur_prob, solarize_prob):

@@ -274,7 +274,7 @@ def _list_folder(path, skip_corrupt=False):
   top_files = [e for e in entries if e.lower().endswith(_IMAGE_EXTENSIONS)]
   if classes and top_files:
     raise DatasetError(f"Image folder {path!r} mixes class sub-folders {classes[:3]} with images "
-                     f"at its top level {top_files[:3]}: use one layout.")
+                       f"at its top level {top_files[:3]}: use one layout.")
   if classes:
     per_class = [images_in(os.path.join(path, c)) for c in classes]
     files = [f for class_files in per_class for f in class_files]
@@ -300,7 +300,7 @@ def _slice_bounds(split, size):
   match = re.fullmatch(r"all(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?", split)
   if not match:
     raise DatasetError(f"A folder dataset has the one split {_FOLDER_SPLIT!r}, which may be sliced "
-                     f"like 'all[:90%]' or 'all[100:]'; got {split!r}.")
+                       f"like 'all[:90%]' or 'all[100:]'; got {split!r}.")
   start, start_pct, stop, stop_pct = match.groups(default="")
 
   def bound(value, percent, default):
@@ -322,7 +322,7 @@ def _folder_source(path, split, process_index, process_count, seed, skip_corrupt
   size = len(files)
   if not size:
     raise DatasetError(f"Split {split!r} of image folder {path!r} gives host {process_index} of "
-                     f"{process_count} no images.")
+                       f"{process_count} no images.")
   files_t, labels_t = tf.constant(files), tf.constant(labels)
 
   def read(i):
@@ -647,7 +647,7 @@ def eval_batches(*, dataset, data_dir, split, batch_size, image_size, crop_fract
 def _require_labels(source):
   if not source.labelled:
     raise DatasetError(f"{source.name} has no labels (a flat image folder): it can be used for "
-                     f"pretraining only. Put the images of each class in their own sub-folder.")
+                       f"pretraining only. Put the images of each class in their own sub-folder.")
 
 
 def dataset_info(dataset, data_dir, skip_corrupt=False):
