@@ -14,6 +14,7 @@ or that does not fit the train state of the current run, raises
 `CheckpointError` and is left as it was, so a user can inspect or move it.
 """
 from collections.abc import Mapping
+import sys
 from typing import Any
 
 from absl import logging
@@ -107,6 +108,27 @@ def _to_host(x) -> np.ndarray:
 def _describe(error: Exception) -> str:
   lines = str(error).strip().splitlines()
   return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def _ignore_closed_loop_reports():
+  """Drops the "Event loop is closed" reports that follow a failed restore.
+
+  Orbax runs a restore's reads on an event loop of its own and closes it at the first failed
+  read; each read still in flight then finishes on a tensorstore thread, fails to call back into
+  the closed loop and reports that through sys.unraisablehook (dozens of tracebacks after the
+  real error). Other unraisable exceptions still reach the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_drops_closed_loop_reports", False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      previous(unraisable)
+
+  hook._drops_closed_loop_reports = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
 
 
 def _corrupt(path: epath.Path, step: int, steps: list[int],
@@ -236,6 +258,7 @@ class Checkpointer:
               _METADATA: ocp.args.JsonRestore(),
           }))
     except Exception as e:  # pylint: disable=broad-except
+      _ignore_closed_loop_reports()
       raise _corrupt(path, step, steps, _describe(e)) from e
     return restored[_STATE], dict(restored[_METADATA])
 

@@ -17,6 +17,10 @@ PRESETS = ("", "tiny")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
+class ConfigError(ValueError):
+  """A config value or combination that cannot run; main prints it without a traceback."""
+
+
 def base_config():
   """Vanilla BYOL, ResNet-50 with BN, on ImageNet, with the paper's hyper-parameters."""
   c = ml_collections.ConfigDict()
@@ -63,6 +67,8 @@ def base_config():
   c.crop_min_area = 0.08  # Random-resized-crop area, as a fraction of the image: [this, 1].
   c.view1 = ml_collections.ConfigDict(augment.VIEW1)  # The paper's two asymmetric views.
   c.view2 = ml_collections.ConfigDict(augment.VIEW2)
+  # True: leave out and count images that cannot be decoded; False: stop at the first one.
+  c.skip_corrupt_images = False
   # Run.
   c.seed = 0
   c.log_every = 100
@@ -89,7 +95,7 @@ def apply_preset(c, preset, *, tiny=None):
   `tiny` holds a config file's own values at that scale, set after the common ones.
   """
   if preset not in PRESETS:
-    raise ValueError(f"Unknown config preset {preset!r}; valid presets: {PRESETS[1:]} "
+    raise ConfigError(f"Unknown config preset {preset!r}; valid presets: {PRESETS[1:]} "
                      "(e.g. --config=configs/byol_gn_ws.py:tiny), or none.")
   if preset == "tiny":
     c.dataset = "shapes10"
@@ -129,7 +135,7 @@ def apply_preset(c, preset, *, tiny=None):
 def _choice(c, key, choices):
   value = c[key]
   if value not in choices:
-    raise ValueError(f"config.{key}={value!r} is not valid; choose one of {choices}.")
+    raise ConfigError(f"config.{key}={value!r} is not valid; choose one of {choices}.")
 
 
 def head_norms(c):
@@ -154,41 +160,41 @@ def validate(c):
               "predictor_hidden_size")
   for key in positive:
     if not isinstance(c[key], int) or c[key] < 1:
-      raise ValueError(f"config.{key}={c[key]!r} must be a positive integer.")
+      raise ConfigError(f"config.{key}={c[key]!r} must be a positive integer.")
   if c.max_steps is not None and c.max_steps < 1:
-    raise ValueError(f"config.max_steps={c.max_steps!r} must be a positive integer (or unset to "
+    raise ConfigError(f"config.max_steps={c.max_steps!r} must be a positive integer (or unset to "
                      "train for config.epochs).")
   for key in ("base_lr", "probe_lr", "temperature"):
     if not c[key] > 0:
-      raise ValueError(f"config.{key}={c[key]!r} must be > 0.")
+      raise ConfigError(f"config.{key}={c[key]!r} must be > 0.")
   if c.weight_decay < 0 or c.warmup_epochs < 0:
-    raise ValueError("config.weight_decay and config.warmup_epochs must be >= 0; got "
+    raise ConfigError("config.weight_decay and config.warmup_epochs must be >= 0; got "
                      f"{c.weight_decay!r} and {c.warmup_epochs!r}.")
   if not 0 < c.crop_min_area <= 1:
-    raise ValueError(f"config.crop_min_area={c.crop_min_area!r} must be in (0, 1]: the smallest "
+    raise ConfigError(f"config.crop_min_area={c.crop_min_area!r} must be in (0, 1]: the smallest "
                      "random crop as a fraction of the image's area (BYOL: 0.08).")
   if not 0 <= c.tau_base <= 1:
-    raise ValueError(f"config.tau_base={c.tau_base!r} must be in [0, 1].")
+    raise ConfigError(f"config.tau_base={c.tau_base!r} must be in [0, 1].")
   for view in ("view1", "view2"):
     view_keys = tuple(augment.VIEW1)
     missing = sorted(set(view_keys) - set(c[view].keys()))
     if missing:
-      raise ValueError(f"config.{view} lacks {missing}; it needs all of {view_keys}.")
+      raise ConfigError(f"config.{view} lacks {missing}; it needs all of {view_keys}.")
     for key in view_keys:
       if key.endswith("_prob") and not 0 <= c[view][key] <= 1:
-        raise ValueError(f"config.{view}.{key}={c[view][key]!r} must be a probability in [0, 1].")
+        raise ConfigError(f"config.{view}.{key}={c[view][key]!r} must be a probability in [0, 1].")
   if c.init == "bn_stats":
     if c.method != "byol":
-      raise ValueError("config.init='bn_stats' is the modified init of BYOL without batch "
+      raise ConfigError("config.init='bn_stats' is the modified init of BYOL without batch "
                        f"statistics; it is not defined for config.method={c.method!r}.")
     norms = dict(zip(("norm", "projector_norm", "predictor_norm"), (c.norm,) + head_norms(c)))
     not_none = {k: v for k, v in norms.items() if v != "none"}
     if not_none:
-      raise ValueError(
+      raise ConfigError(
           f"config.init='bn_stats' replaces BN by a scale and offset initialised from batch "
           f"statistics, so every norm must be 'none', but {not_none} is set. Use "
           "--config.norm=none (and leave projector_norm/predictor_norm unset), or init=default.")
     if not c.bn_cross_replica:
-      raise ValueError("config.init='bn_stats' measures the statistics of the global batch, "
+      raise ConfigError("config.init='bn_stats' measures the statistics of the global batch, "
                        "which needs config.bn_cross_replica=True.")
   return c

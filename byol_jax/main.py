@@ -7,8 +7,14 @@ r"""Entry point: pretrain with BYOL or SimCLR, then evaluate; or evaluate an exp
         --config.encoder_dir=/tmp/byol/encoder --workdir=/tmp/byol_eval
 
 A run on an existing workdir resumes from its latest checkpoint; SIGTERM saves and exits.
+Expected failures (a bad config or dataset, a corrupt image or checkpoint, a diverged loss) print
+one message and exit with status 1; anything else keeps its traceback. In a multi-process run, a
+process whose collective with a lost process fails exits at once with status 1 and a message;
+JAX's distributed runtime itself aborts the processes that lose process 0 (the coordinator) or
+miss another's heartbeats (jax.distributed.initialize's heartbeat_timeout_seconds, 100).
 """
 import json
+import os
 import signal
 import sys
 
@@ -20,8 +26,11 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
+from byol_jax import checkpoint
 from byol_jax import config as config_lib
+from byol_jax import files
 from byol_jax import run
+from byol_jax.data import pipeline
 from byol_jax.evaluation import protocol
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -38,6 +47,13 @@ _MULTIHOST_TPU = flags.DEFINE_bool(
     "pod slice needs before multi-host checkpointing (experiments/tpu/launch.sh sets it).")
 flags.mark_flags_as_required(["config", "workdir"])
 
+# What a collective or barrier error says when another process of the run is gone.
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "heartbeat timeout",
+              "Barrier failed", "Gloo")
+# Errors whose message says all a user needs: no traceback.
+_EXPECTED_ERRORS = (config_lib.ConfigError, pipeline.DatasetError, pipeline.DatasetNotFoundError,
+                    pipeline.CorruptImageError, checkpoint.CheckpointError, run.NonFiniteError)
+
 
 def _init_distributed():
   given = [f.value is not None for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)]
@@ -51,29 +67,64 @@ def _init_distributed():
     jax.distributed.initialize()
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  workdir = _WORKDIR.value
-  if config.get("mode") == "linear_eval":
-    results = protocol.evaluate_exported(config)
-  else:
-    config_lib.validate(config)
-    _init_distributed()
-    trainer = run.Trainer(config, workdir)
+def _train(config, workdir):
+  """Trains, exports and evaluates; the results, or None when there is nothing to evaluate."""
+  config_lib.validate(config)
+  _init_distributed()
+  trainer = run.Trainer(config, workdir)
+  try:
     signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop("SIGTERM"))
     if not trainer.train():
       logging.warning("Stopped at step %d before the end; the checkpoint is saved. Run the same "
                       "command again to resume.", trainer.step)
       sys.exit(143)
     trainer.export()
-    if not config.eval.enabled:
-      return
-    results = trainer.evaluate()
+  finally:
+    trainer.close()
+  if not config.eval.enabled:
+    return None
+  if not trainer.info.num_classes:
+    logging.warning("Skipping the evaluation: %s has no labels (a flat image folder). Evaluate "
+                    "the exported encoder on a labelled dataset with configs/linear_eval.py.",
+                    config.dataset)
+    return None
+  return trainer.evaluate()
+
+
+def _exit_lost_peer(error):
+  """Reports a lost process and exits at once, skipping jax.distributed's shutdown barrier,
+  which would wait for the lost process until the heartbeat timeout and then abort."""
+  first_line = str(error).strip().splitlines()[0][:300]
+  print(f"Process {jax.process_index()} of {jax.process_count()} lost another process of this "
+        f"run ({first_line}). Its host probably died or was preempted. Rerun the same command on "
+        "every host: the run resumes from the last checkpoint that all of them finished.",
+        file=sys.stderr, flush=True)
+  logging.flush()
+  sys.stdout.flush()
+  os._exit(1)  # pylint: disable=protected-access
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  workdir = _WORKDIR.value
+  try:
+    if config.get("mode") == "linear_eval":
+      results = protocol.evaluate_exported(config)
+    else:
+      results = _train(config, workdir)
+  except _EXPECTED_ERRORS as error:
+    sys.exit(f"{type(error).__name__}: {error}")
+  except jax.errors.JaxRuntimeError as error:
+    if jax.process_count() == 1 or not any(s in str(error) for s in _PEER_LOST):
+      raise
+    _exit_lost_peer(error)
+  if results is None:
+    return
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    (epath.Path(workdir) / "eval.json").write_text(json.dumps(results, indent=2))
+    files.write_atomically(epath.Path(workdir) / "eval.json", json.dumps(results, indent=2))
     summary = (f"linear top-1 {results['top1']:.4f} | kNN top-1 {results['knn_top1']:.4f}")
     if "random_init_top1" in results:
       summary += (f" | random-init encoder: linear {results['random_init_top1']:.4f}, "

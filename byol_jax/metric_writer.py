@@ -8,11 +8,20 @@ import time
 
 from absl import logging
 
+from byol_jax import files
+
 
 class MetricWriter:
-  """Appends one JSON object per logged step to metrics.jsonl and the same scalars to TensorBoard."""
+  """Appends one JSON object per logged step to metrics.jsonl and the same scalars to TensorBoard.
 
-  def __init__(self, workdir, *, enabled=True):
+  A run resumed from step S logs steps S+1... again, so on opening, the record is cut back to what
+  the restored state has seen: metrics.jsonl keeps the records of steps <= S (rewritten
+  atomically), and TensorBoard gets a new event file rebuilt from those records while the older
+  event files are deleted. TensorBoard never has to resolve duplicate steps across files, however
+  its version treats them. A TensorBoard already running keeps what it had loaded until reloaded.
+  """
+
+  def __init__(self, workdir, *, start_step=0, enabled=True):
     self._enabled = enabled
     if not enabled:
       return
@@ -20,8 +29,21 @@ class MetricWriter:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._tf = tf
     tf.io.gfile.makedirs(workdir)
-    self._jsonl = tf.io.gfile.GFile(f"{workdir}/metrics.jsonl", "a")
-    self._summary = tf.summary.create_file_writer(f"{workdir}/tensorboard")
+    path, events = f"{workdir}/metrics.jsonl", f"{workdir}/tensorboard"
+    records = _records_up_to(path, start_step) if tf.io.gfile.exists(path) else []
+    files.write_atomically(path, "".join(json.dumps(r) + "\n" for r in records))
+    old_events = tf.io.gfile.glob(f"{events}/events.out.tfevents.*")
+    self._jsonl = tf.io.gfile.GFile(path, "a")
+    self._summary = tf.summary.create_file_writer(events)
+    if old_events:
+      for record in records:
+        self._write_summary(record)
+      self._summary.flush()
+      for old in old_events:
+        tf.io.gfile.remove(old)
+      logging.info("Resuming at step %d: metrics.jsonl and TensorBoard keep the %d records up to "
+                   "it; later ones were from steps the restored checkpoint had not reached.",
+                   start_step, len(records))
 
   def write(self, step, scalars):
     if not self._enabled:
@@ -29,16 +51,35 @@ class MetricWriter:
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(record) + "\n")
     self._jsonl.flush()
+    self._write_summary(record)
+    self._summary.flush()
+
+  def _write_summary(self, record):
     with self._summary.as_default():
       for key, value in record.items():
         if key != "step":
-          self._tf.summary.scalar(key, value, step=int(step))
-    self._summary.flush()
+          self._tf.summary.scalar(key, value, step=record["step"])
 
   def close(self):
     if self._enabled:
       self._jsonl.close()
       self._summary.close()
+
+
+def _records_up_to(path, step):
+  """The records of metrics.jsonl with step <= `step`; a line torn by a kill is dropped."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  records = []
+  with tf.io.gfile.GFile(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        logging.warning("Dropping a torn line of %s: %r", path, line[:100])
+        continue
+      if record["step"] <= step:
+        records.append(record)
+  return records
 
 
 class Progress:
@@ -56,11 +97,15 @@ class Progress:
     images_per_sec = (step - self._last_step) * self._batch / max(now - self._last_time, 1e-9)
     eta = (self._total - step) * self._batch / max(images_per_sec, 1e-9)
     self._last_step, self._last_time = step, now
+    probe = (f"probe_acc {scalars['probe_accuracy']:.3f} " if "probe_accuracy" in scalars
+             else "")  # No probe without labels.
+    skipped = (f"skipped_images {scalars['skipped_images']:.0f} " if "skipped_images" in scalars
+               else "")
     line = (f"step {step}/{self._total} epoch {step / self._steps_per_epoch:.2f} "
             f"loss {scalars['loss']:.4f} lr {scalars['lr']:.4g} "
-            f"tau {scalars['tau']:.5f} probe_acc {scalars['probe_accuracy']:.3f} "
+            f"tau {scalars['tau']:.5f} {probe}"
             f"pos_cos {scalars['positive_cosine']:.3f} neg_cos {scalars['negative_cosine']:.3f} "
-            f"{images_per_sec:.1f} img/s ETA {_duration(eta)}")
+            f"{skipped}{images_per_sec:.1f} img/s ETA {_duration(eta)}")
     logging.info(line)
     return images_per_sec, line
 

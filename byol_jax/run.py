@@ -16,7 +16,8 @@ from byol_jax.data import pipeline
 from byol_jax.evaluation import protocol
 
 # Config keys that may change when a run is resumed without changing what it computes.
-_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "eval", "data_dir")
+_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "eval", "data_dir",
+                      "skip_corrupt_images")
 
 
 class NonFiniteError(FloatingPointError):
@@ -31,17 +32,22 @@ class Trainer:
     self.workdir = workdir
     pipeline.per_device_batch_size(config.batch_size, jax.process_count(),
                                    jax.local_device_count(), name="config.batch_size")
-    self.info = pipeline.dataset_info(config.dataset, config.data_dir)
+    self.info = pipeline.dataset_info(config.dataset, config.data_dir,
+                                      skip_corrupt=config.skip_corrupt_images)
+    if self.info.num_classes == 1:
+      logging.warning("%s has a single class: the probe's and the evaluation's top-1 are 1.0 "
+                      "whatever the encoder learns.", config.dataset)
     self.steps_per_epoch = max(self.info.num_train_examples // config.batch_size, 1)
     self.total_steps = train.total_steps(config, self.steps_per_epoch)
     self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                                 keep=config.keep_checkpoints)
-    self.writer = metric_writer.MetricWriter(workdir, enabled=jax.process_index() == 0)
+    self.writer = None  # Opened by train(), once the restored step is known.
     self.update = train.map_over_devices(train.make_update(
         config, num_classes=self.info.num_classes, steps_per_epoch=self.steps_per_epoch))
     self.step = 0
     self.state = None
     self._stop_reason = None
+    self._skipped_before = 0  # Images the stream skipped before the restored step, all hosts.
 
   def request_stop(self, reason):
     """Asks the loop to save and return at the end of the current step (e.g. on SIGTERM)."""
@@ -63,7 +69,7 @@ class Trainer:
         global_batch_size=c.batch_size, image_size=c.image_size, seed=c.seed,
         start_step=start_step, process_index=process_index, process_count=process_count,
         local_device_count=local_device_count, shuffle_buffer=c.shuffle_buffer,
-        crop_min_area=c.crop_min_area)
+        crop_min_area=c.crop_min_area, skip_corrupt=c.skip_corrupt_images)
 
   def _fresh_state(self):
     c = self.config
@@ -80,6 +86,7 @@ class Trainer:
     fresh = self._fresh_state()
     tree, metadata = self.checkpointer.restore(_as_tree(fresh))
     self._warn_config_changes(metadata.get("config", "{}"))
+    self._skipped_before = metadata.get("skipped_images", 0)
     logging.info("Resumed from %s at step %d.", self.checkpointer.directory, latest)
     return train.TrainState(**{**fresh._asdict(), **tree})
 
@@ -105,17 +112,19 @@ class Trainer:
       logging.warning("Resuming with a config that differs from the checkpoint's in %s; the run "
                       "is no longer the one that was started.", changed)
 
-  def _save(self):
+  def _save(self, skipped):
     self.checkpointer.save(self.step, _as_tree(train.unreplicate(self.state)),
-                           {"config": self.config.to_json()})
+                           {"config": self.config.to_json(), "skipped_images": skipped})
 
-  def _should_stop(self):
-    stop = self._stop_reason is not None
+  def _should_stop(self, batches):
+    """(stop, images the stream skipped so far on all hosts); every host gets the same answer."""
+    stop, skipped = self._stop_reason is not None, batches.num_skipped
     if jax.process_count() > 1:  # Every host must stop at the same step to save together.
-      stop = bool(np.any(multihost_utils.process_allgather(np.int32(stop))))
-    return stop
+      gathered = multihost_utils.process_allgather(np.array([stop, skipped], np.int64))
+      stop, skipped = bool(gathered[:, 0].any()), int(gathered[:, 1].sum())
+    return stop, self._skipped_before + skipped
 
-  def _flush(self, pending, progress):
+  def _flush(self, pending, progress, skipped):
     """Fetches pending per-step metrics, stops on a non-finite one, logs the last."""
     fetched = jax.device_get([m for _, m in pending])
     for (step, _), metrics in zip(pending, fetched):
@@ -126,6 +135,8 @@ class Trainer:
             f"(step {self.checkpointer.latest_step()}) was saved; lower config.base_lr or check "
             "the input data.")
     step, metrics = pending[-1][0], {k: v[0] for k, v in fetched[-1].items() if k != "finite"}
+    if self.config.skip_corrupt_images:  # Left out up front, and skipped by the stream.
+      metrics["skipped_images"] = self.info.num_left_out + skipped
     images_per_sec, line = progress.report(step, metrics)
     if jax.process_index() == 0:
       print(line, flush=True)
@@ -140,29 +151,36 @@ class Trainer:
     self.state = train.replicate(host_state)
     if self.step >= self.total_steps:
       return True
+    self.writer = metric_writer.MetricWriter(self.workdir, start_step=self.step,
+                                             enabled=jax.process_index() == 0)
     logging.info("Training %s (%s) for %d steps (%d per epoch) from step %d.", c.method,
                  c.norm, self.total_steps, self.steps_per_epoch, self.step)
     progress = metric_writer.Progress(total_steps=self.total_steps,
                                       steps_per_epoch=self.steps_per_epoch,
                                       global_batch_size=c.batch_size, start_step=self.step)
-    batches = iter(self._batches(self.step))
+    batches = self._batches(self.step)
     pending = []
     while self.step < self.total_steps:
       self.state, metrics = self.update(self.state, next(batches))
       self.step += 1
       pending.append((self.step, metrics))
-      stop = self._should_stop()
+      stop, skipped = self._should_stop(batches)
       at_checkpoint = self.step % c.checkpoint_every == 0 or self.step == self.total_steps
       if stop or at_checkpoint or self.step % c.log_every == 0:
-        self._flush(pending, progress)
+        self._flush(pending, progress, skipped)
         pending = []
       if stop or at_checkpoint:
-        self._save()
+        self._save(skipped)
       if stop:
         logging.warning("Stop requested (%s): saved step %d.", self._stop_reason, self.step)
         return False
-    self.writer.close()
     return True
+
+  def close(self):
+    """Releases orbax's resources and closes the metric files."""
+    self.checkpointer.close()
+    if self.writer is not None:
+      self.writer.close()
 
   def export(self):
     """Saves the online encoder on its own to WORKDIR/encoder (process 0)."""

@@ -33,7 +33,8 @@ AXIS = "batch"
 
 
 class TrainState(NamedTuple):
-  """Everything a step reads and writes. Target fields are None for SimCLR."""
+  """Everything a step reads and writes. Target fields are None for SimCLR, probe fields None
+  when the data has no labels (an unlabelled image folder)."""
   step: Any
   online_params: hk.Params
   online_state: hk.State
@@ -98,7 +99,9 @@ def make_network(config, *, bn_stats_pass=False):
 
 
 def make_probe(num_classes):
-  """The online linear probe on frozen (stop_gradient) encoder features."""
+  """The online linear probe on frozen (stop_gradient) encoder features; None without labels."""
+  if not num_classes:
+    return None
   return hk.without_apply_rng(hk.transform(lambda x: hk.Linear(num_classes, name="probe")(x)))
 
 
@@ -168,14 +171,17 @@ def init_state(config, rng, *, image_shape, num_classes, steps_per_epoch) -> Tra
   params, state = init_network(network, net_rng, dummy)
   outputs, _ = jax.eval_shape(
       functools.partial(network.apply, is_training=False), params, state, None, dummy)
-  probe_params = probe.init(probe_rng, jnp.zeros(outputs["embedding"].shape))
   optimizer, probe_optimizer = make_optimizers(config, make_schedules(config, steps_per_epoch))
+  probe_params = probe_opt_state = None
+  if probe is not None:
+    probe_params = probe.init(probe_rng, jnp.zeros(outputs["embedding"].shape))
+    probe_opt_state = probe_optimizer.init(probe_params)
   is_byol = config.method == "byol"
   return TrainState(
       step=jnp.zeros((), jnp.int32), online_params=params, online_state=state,
       target_params=params if is_byol else None, target_state=state if is_byol else None,
       opt_state=optimizer.init(params), probe_params=probe_params,
-      probe_opt_state=probe_optimizer.init(probe_params))
+      probe_opt_state=probe_opt_state)
 
 
 def augment_views(config, batch, step):
@@ -194,9 +200,9 @@ def _mean_over_replicas(tree):
 def make_loss_fn(config, network, probe):
   """loss_fn(online_params, probe_params, online_state, views, targets, labels) -> (loss, aux).
 
-  The returned loss is the method's loss plus the probe's; the probe sees stop_gradient(features),
-  so its loss sends no gradient into the encoder, and `targets` (the target network's outputs)
-  enter only under stop_gradient.
+  The returned loss is the method's loss plus the probe's (if `probe` is not None); the probe sees
+  stop_gradient(features), so its loss sends no gradient into the encoder, and `targets` (the
+  target network's outputs) enter only under stop_gradient.
   """
   is_byol = config.method == "byol"
 
@@ -211,13 +217,15 @@ def make_loss_fn(config, network, probe):
     else:
       loss = losses.infonce_loss(outputs[0]["projection"], outputs[1]["projection"],
                                  config.temperature, axis_name=AXIS)
+    aux = dict(online_state=online_state, loss=loss,
+               **losses.collapse_metrics(outputs[0]["projection"], outputs[1]["projection"]))
+    if probe is None:
+      return loss, aux
     embeddings = jnp.concatenate([outputs[0]["embedding"], outputs[1]["embedding"]])
     logits = probe.apply(probe_params, jax.lax.stop_gradient(embeddings))
-    probe_loss, probe_accuracy = losses.classification_loss(logits, jnp.concatenate([labels] * 2))
-    aux = dict(online_state=online_state, probe_loss=probe_loss, probe_accuracy=probe_accuracy,
-               loss=loss, **losses.collapse_metrics(outputs[0]["projection"],
-                                                    outputs[1]["projection"]))
-    return loss + probe_loss, aux
+    aux["probe_loss"], aux["probe_accuracy"] = losses.classification_loss(
+        logits, jnp.concatenate([labels] * 2))
+    return loss + aux["probe_loss"], aux
 
   return loss_fn
 
@@ -247,8 +255,10 @@ def make_update(config, *, num_classes, steps_per_epoch):
     grads, probe_grads = _mean_over_replicas((grads, probe_grads))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.online_params)
     online_params = optax.apply_updates(state.online_params, updates)
-    probe_updates, probe_opt_state = probe_optimizer.update(probe_grads, state.probe_opt_state)
-    probe_params = optax.apply_updates(state.probe_params, probe_updates)
+    probe_params, probe_opt_state = None, None
+    if probe is not None:
+      probe_updates, probe_opt_state = probe_optimizer.update(probe_grads, state.probe_opt_state)
+      probe_params = optax.apply_updates(state.probe_params, probe_updates)
     tau = schedules.tau(state.step)
     target_params = None
     if is_byol:

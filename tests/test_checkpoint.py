@@ -4,6 +4,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -239,3 +240,20 @@ def test_two_processes_save_once_and_both_restore(tmp_path):
   written = sorted(p.name for p in (directory / "3" / "state").iterdir()
                    if p.name.startswith("ocdbt.process_"))
   assert written == ["ocdbt.process_0"]
+
+
+def test_failed_restore_reports_once(tmp_path, monkeypatch):
+  """A truncated data file gives the CheckpointError, not also one "Event loop is closed" report
+  per read that orbax still had in flight when the first read failed."""
+  reports = []
+  monkeypatch.setattr(sys, "unraisablehook", reports.append)
+  rng = np.random.default_rng(0)  # Incompressible, so the data file holds every array.
+  state = {f"layer{i}": rng.standard_normal(25_000).astype(np.float32) for i in range(64)}
+  checkpointer = ckpt_lib.Checkpointer(tmp_path)
+  checkpointer.save(1, state, {})
+  data_file = _largest_file(tmp_path / "1" / "state")
+  data_file.write_bytes(data_file.read_bytes()[:data_file.stat().st_size * 9 // 10])
+  with pytest.raises(ckpt_lib.CheckpointError, match="step 1"):
+    checkpointer.restore(state)
+  time.sleep(1)  # The reads in flight finish on other threads.
+  assert not reports, [str(r.exc_value) for r in reports]

@@ -259,6 +259,22 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
   assert iterator.num_skipped >= 1
 
 
+def test_folder_files_that_are_not_images_are_found_up_front(tmp_path):
+  _write_images(tmp_path / "a", ["0.png", "1.jpg", "2.png"])
+  _write_images(tmp_path / "b", ["3.png"])
+  (tmp_path / "b" / "empty.png").write_bytes(b"")
+  (tmp_path / "a" / "text.jpg").write_text("a text file, named .jpg")
+  dataset = f"folder:{tmp_path}"
+  with pytest.raises(pipeline.CorruptImageError, match=r"2 of the 6 files .*empty\.png") as info:
+    pipeline.dataset_info(dataset, None)
+  assert "text.jpg" in str(info.value) and "skip_corrupt_images=true" in str(info.value)
+  info = pipeline.dataset_info(dataset, None, skip_corrupt=True)
+  assert (info.num_left_out, info.num_classes) == (2, 2)
+  batches = list(pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
+                                       image_size=16, skip_corrupt=True))
+  assert sum(b["mask"].sum() for b in batches) == 4
+
+
 def _official_crop_sizes(height, width, n, rng, min_area=0.08):
   """(h, w) of the official BYOL random-resized crop, written out from its formula."""
   area = rng.uniform(min_area, 1.0, n) * height * width

@@ -18,9 +18,13 @@ Datasets (the `dataset` argument):
 Images that cannot be decoded stop the pipeline with a CorruptImageError naming the file or record.
 With `skip_corrupt=True` they are skipped instead; the iterator's `num_skipped` attribute counts
 them (and each new skip is logged). Skipping changes which examples fill later batches, so a run
-that skips is not exactly resumable.
+that skips is not exactly resumable. An image folder's files are checked up front, before any
+work: one that does not start like an image stops at once, or is left out (skip_corrupt), which
+keeps a run exactly resumable.
 """
 from collections.abc import Callable
+import concurrent.futures
+import functools
 import os
 import re
 from typing import NamedTuple
@@ -42,6 +46,9 @@ _SPLITS = {
 }
 _DEFAULT_SPLITS = ("train", "train", "test")
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+_HEADER_THREADS = 32
+_MAX_NAMED = 5
 _FOLDER_SPLIT = "all"
 _FOLDER_LABELLED_SPLITS = ("all[:90%]", "all[:90%]", "all[90%:]")
 _MAX_CHUNKS = 64
@@ -65,12 +72,17 @@ class CorruptImageError(Exception):
   """An image could not be decoded."""
 
 
+class DatasetError(ValueError):
+  """A dataset that cannot be read as asked: unknown name, folder layout, split or batch size."""
+
+
 class DatasetInfo(NamedTuple):
   num_train_examples: int  # In the pretraining split: for steps per epoch.
   num_classes: int  # 0 for an unlabelled folder.
   pretrain_split: str
   train_split: str | None  # None for an unlabelled folder.
   test_split: str | None
+  num_left_out: int = 0  # Files of a folder left out up front as not images (skip_corrupt).
 
 
 class _Source(NamedTuple):
@@ -106,7 +118,7 @@ def _tfds_builder(name, data_dir):
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as error:
-    raise ValueError(
+    raise DatasetError(
         f"Unknown dataset {name!r}: use a tfds name (e.g. imagenet2012, cifar10, stl10), "
         f"{embedded.NAME!r} (embedded, offline) or '{FOLDER_PREFIX}PATH'.") from error
   if name == embedded.NAME and not builder.is_prepared():
@@ -170,7 +182,7 @@ def _tfds_source(name, data_dir, split, process_index, process_count, seed, shuf
     raise ValueError(f"shuffle_buffer must be at least 1, got {shuffle_buffer}.")
   builder = _tfds_builder(name, data_dir)
   if "image" not in builder.info.features:
-    raise ValueError(f"Dataset {name!r} has no 'image' feature.")
+    raise DatasetError(f"Dataset {name!r} has no 'image' feature.")
   host_split = tfds.split_for_jax_process(
       split, process_index=process_index, process_count=process_count)
   host = _read_tfds(builder, host_split)
@@ -216,8 +228,39 @@ def _tfds_source(name, data_dir, split, process_index, process_count, seed, shuf
                  ordered=lambda: host, stream=stream)
 
 
-def _list_folder(path):
-  """All image files of a folder in a fixed shuffled order, their labels and the class names."""
+def _has_image_header(path):
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      return f.read(8).startswith(_IMAGE_MAGIC)
+  except tf.errors.OpError:
+    return False
+
+
+def _left_out(path, files, skip_corrupt):
+  """The files that do not start like a JPEG, PNG, GIF or BMP, or raises CorruptImageError.
+
+  Reading 8 bytes per file is cheap next to a run (threads hide a remote store's latency) and
+  finds empty, non-image and garbage files before any work starts. A truncated image with a good
+  header is found only when the stream decodes it.
+  """
+  with concurrent.futures.ThreadPoolExecutor(_HEADER_THREADS) as pool:
+    bad = [f for f, ok in zip(files, pool.map(_has_image_header, files)) if not ok]
+  if bad and not skip_corrupt:
+    raise CorruptImageError(
+        f"{len(bad)} of the {len(files)} files of image folder {path!r} are not images (empty, "
+        f"or not starting like a JPEG, PNG, GIF or BMP): {bad[:_MAX_NAMED]}"
+        f"{' ...' if len(bad) > _MAX_NAMED else ''}. Remove or replace them, or pass "
+        f"--config.skip_corrupt_images=true to leave out undecodable images and count them.")
+  if bad:
+    logging.warning("Leaving out %d file(s) of %s that are not images: %s", len(bad), path,
+                    bad[:_MAX_NAMED])
+  return set(bad)
+
+
+@functools.lru_cache(maxsize=None)
+def _list_folder(path, skip_corrupt=False):
+  """A folder's image files in a fixed shuffled order, their labels, the class names, and the
+  number of files left out as not images (listed and checked once per process)."""
   gfile = tf.io.gfile
   if not gfile.isdir(path):
     raise DatasetNotFoundError(f"Image folder {path!r} does not exist.")
@@ -230,8 +273,8 @@ def _list_folder(path):
   classes = [e.rstrip("/") for e in entries if gfile.isdir(os.path.join(path, e))]
   top_files = [e for e in entries if e.lower().endswith(_IMAGE_EXTENSIONS)]
   if classes and top_files:
-    raise ValueError(f"Image folder {path!r} mixes class sub-folders {classes[:3]} with images "
-                     f"at its top level {top_files[:3]}: use one layout.")
+    raise DatasetError(f"Image folder {path!r} mixes class sub-folders {classes[:3]} with images "
+                       f"at its top level {top_files[:3]}: use one layout.")
   if classes:
     per_class = [images_in(os.path.join(path, c)) for c in classes]
     files = [f for class_files in per_class for f in class_files]
@@ -242,16 +285,22 @@ def _list_folder(path):
   if not files:
     raise DatasetNotFoundError(
         f"Image folder {path!r} holds no images ({', '.join(_IMAGE_EXTENSIONS)}).")
+  left_out = _left_out(path, files, skip_corrupt)
+  if left_out:
+    labels = [label for f, label in zip(files, labels) if f not in left_out]
+    files = [f for f in files if f not in left_out]
+    if not files:
+      raise DatasetNotFoundError(f"Image folder {path!r} holds no readable images.")
   order = np.random.default_rng(0).permutation(len(files))  # Slices mix the classes.
-  return np.array(files)[order], np.array(labels, np.int32)[order], classes
+  return (np.array(files)[order], np.array(labels, np.int32)[order], classes, len(left_out))
 
 
 def _slice_bounds(split, size):
   """Bounds of a folder split "all", "all[a:b]" or "all[a%:b%]" (tfds' slicing syntax)."""
   match = re.fullmatch(r"all(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?", split)
   if not match:
-    raise ValueError(f"A folder dataset has the one split {_FOLDER_SPLIT!r}, which may be sliced "
-                     f"like 'all[:90%]' or 'all[100:]'; got {split!r}.")
+    raise DatasetError(f"A folder dataset has the one split {_FOLDER_SPLIT!r}, which may be sliced "
+                       f"like 'all[:90%]' or 'all[100:]'; got {split!r}.")
   start, start_pct, stop, stop_pct = match.groups(default="")
 
   def bound(value, percent, default):
@@ -263,17 +312,17 @@ def _slice_bounds(split, size):
   return slice(bound(start, start_pct, 0), bound(stop, stop_pct, size)).indices(size)[:2]
 
 
-def _folder_source(path, split, process_index, process_count, seed):
+def _folder_source(path, split, process_index, process_count, seed, skip_corrupt):
   """A host's shard of a folder split; each epoch is a seeded permutation of its files."""
-  files, labels, _ = _list_folder(path)
+  files, labels, _, _ = _list_folder(path, skip_corrupt)
   start, stop = _slice_bounds(split, len(files))
   bounds = np.linspace(start, stop, process_count + 1).astype(int)
   files = files[bounds[process_index]:bounds[process_index + 1]]
   labels = labels[bounds[process_index]:bounds[process_index + 1]]
   size = len(files)
   if not size:
-    raise ValueError(f"Split {split!r} of image folder {path!r} gives host {process_index} of "
-                     f"{process_count} no images.")
+    raise DatasetError(f"Split {split!r} of image folder {path!r} gives host {process_index} of "
+                       f"{process_count} no images.")
   files_t, labels_t = tf.constant(files), tf.constant(labels)
 
   def read(i):
@@ -297,11 +346,12 @@ def _folder_source(path, split, process_index, process_count, seed):
 
 
 def _source(dataset, data_dir, split, process_index=0, process_count=1, seed=0,
-            shuffle_buffer=10_000):
+            shuffle_buffer=10_000, skip_corrupt=False):
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
   if dataset.startswith(FOLDER_PREFIX):
-    return _folder_source(dataset[len(FOLDER_PREFIX):], split, process_index, process_count, seed)
+    return _folder_source(dataset[len(FOLDER_PREFIX):], split, process_index, process_count, seed,
+                          skip_corrupt)
   return _tfds_source(dataset, data_dir, split, process_index, process_count, seed,
                       shuffle_buffer)
 
@@ -479,7 +529,7 @@ def per_device_batch_size(global_batch_size, process_count, local_device_count,
   devices = process_count * local_device_count
   if global_batch_size <= 0 or global_batch_size % devices:
     lower = max(devices, global_batch_size // devices * devices)
-    raise ValueError(
+    raise DatasetError(
         f"{name}={global_batch_size} is not divisible by the {devices} devices "
         f"({process_count} process(es) x {local_device_count} local devices): use a multiple of "
         f"{devices}, e.g. {lower} or {lower + devices}.")
@@ -515,7 +565,8 @@ def pretrain_batches(*, dataset, data_dir, split, global_batch_size, image_size,
   """
   per_device = per_device_batch_size(global_batch_size, process_count, local_device_count)
   host_batch = per_device * local_device_count
-  source = _source(dataset, data_dir, split, process_index, process_count, seed, shuffle_buffer)
+  source = _source(dataset, data_dir, split, process_index, process_count, seed, shuffle_buffer,
+                   skip_corrupt)
   crop_seed = _seed(seed, _CROP, process_index)
   start = start_step * host_batch
 
@@ -550,7 +601,8 @@ def linear_train_batches(*, dataset, data_dir, split, batch_size, image_size, se
   One random-resized-crop + flip view per image; yields {"image": uint8 [B, S, S, 3],
   "label": int32 [B], "mask": bool [B] (all True)}.
   """
-  source = _source(dataset, data_dir, split, seed=seed, shuffle_buffer=shuffle_buffer)
+  source = _source(dataset, data_dir, split, seed=seed, shuffle_buffer=shuffle_buffer,
+                   skip_corrupt=skip_corrupt)
   _require_labels(source)
   crop_seed = _seed(seed, _CROP)
 
@@ -577,7 +629,7 @@ def eval_batches(*, dataset, data_dir, split, batch_size, image_size, crop_fract
   Images are centre-cropped (see `_center_view`). The last batch is padded to `batch_size`;
   yields {"image": uint8 [B, S, S, 3], "label": int32 [B], "mask": bool [B] (False on padding)}.
   """
-  source = _source(dataset, data_dir, split)
+  source = _source(dataset, data_dir, split, skip_corrupt=skip_corrupt)
   _require_labels(source)
 
   def records():
@@ -606,19 +658,23 @@ def eval_batches(*, dataset, data_dir, split, batch_size, image_size, crop_fract
 
 def _require_labels(source):
   if not source.labelled:
-    raise ValueError(f"{source.name} has no labels (a flat image folder): it can be used for "
-                     f"pretraining only. Put the images of each class in their own sub-folder.")
+    raise DatasetError(f"{source.name} has no labels (a flat image folder): it can be used for "
+                       f"pretraining only. Put the images of each class in their own sub-folder.")
 
 
-def dataset_info(dataset, data_dir):
-  """Sizes and split names of a dataset (raises DatasetNotFoundError if it is not prepared)."""
+def dataset_info(dataset, data_dir, skip_corrupt=False):
+  """Sizes and split names of a dataset (raises DatasetNotFoundError if it is not prepared).
+
+  An image folder's files are checked up front (see `_left_out`): CorruptImageError, or with
+  `skip_corrupt` the files that are not images are left out and counted in `num_left_out`.
+  """
   if dataset.startswith(FOLDER_PREFIX):
-    files, labels, classes = _list_folder(dataset[len(FOLDER_PREFIX):])
+    files, labels, classes, left_out = _list_folder(dataset[len(FOLDER_PREFIX):], skip_corrupt)
     if not classes:
-      return DatasetInfo(len(files), 0, _FOLDER_SPLIT, None, None)
+      return DatasetInfo(len(files), 0, _FOLDER_SPLIT, None, None, left_out)
     pretrain, train, test = _FOLDER_LABELLED_SPLITS
     start, stop = _slice_bounds(pretrain, len(labels))
-    return DatasetInfo(stop - start, len(classes), pretrain, train, test)
+    return DatasetInfo(stop - start, len(classes), pretrain, train, test, left_out)
   builder = _tfds_builder(dataset, data_dir)
   pretrain, train, test = _SPLITS.get(dataset, _DEFAULT_SPLITS)
   label = builder.info.features["label"] if "label" in builder.info.features else None

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from byol_jax import config as config_lib
 from byol_jax import export
 from byol_jax.data import pipeline
 from byol_jax.evaluation import knn
@@ -30,15 +31,16 @@ def _identity(x):
   return x
 
 
-def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, seed=0):
+def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, seed=0,
+                      skip_corrupt=False):
   """{'top1', 'top5', 'knn_top1', ...} of one frozen encoder on `dataset`'s train/test splits."""
-  info = pipeline.dataset_info(dataset, data_dir)
+  info = pipeline.dataset_info(dataset, data_dir, skip_corrupt=skip_corrupt)
   e = eval_config
 
   def batches(split):
     return pipeline.eval_batches(dataset=dataset, data_dir=data_dir, split=split,
                                  batch_size=e.batch_size, image_size=image_size,
-                                 crop_fraction=e.crop_fraction)
+                                 crop_fraction=e.crop_fraction, skip_corrupt=skip_corrupt)
 
   train_x, train_y = linear.extract_features(embed_fn, batches(info.train_split))
   test_x, test_y = linear.extract_features(embed_fn, batches(info.test_split))
@@ -51,7 +53,7 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
   if e.linear_augment:
     train_batches = pipeline.linear_train_batches(
         dataset=dataset, data_dir=data_dir, split=info.train_split, batch_size=batch_size,
-        image_size=image_size, seed=seed)
+        image_size=image_size, seed=seed, skip_corrupt=skip_corrupt)
     linear_results = linear.linear_evaluation(
         embed_fn, train_batches, lambda: batches(info.test_split),
         num_classes=info.num_classes, epochs=e.linear_epochs, steps_per_epoch=steps_per_epoch,
@@ -74,7 +76,8 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
 def evaluate_encoder(config, embed_fn, random_init_embed_fn=None):
   """Evaluates a run's encoder, and the same protocol on a random-init encoder for reference."""
   kwargs = dict(dataset=config.dataset, data_dir=config.data_dir, image_size=config.image_size,
-                eval_config=config.eval, seed=config.seed)
+                eval_config=config.eval, seed=config.seed,
+                skip_corrupt=config.skip_corrupt_images)
   results = evaluate_features(embed_fn, **kwargs)
   if random_init_embed_fn is not None and config.eval.random_init_baseline:
     baseline = evaluate_features(random_init_embed_fn, **kwargs)
@@ -86,11 +89,11 @@ def evaluate_encoder(config, embed_fn, random_init_embed_fn=None):
 def evaluate_exported(config):
   """Linear evaluation of an exported encoder (configs/linear_eval.py)."""
   if not config.encoder_dir:
-    raise ValueError("config.encoder_dir is not set: pass --config.encoder_dir=WORKDIR/encoder, "
+    raise config_lib.ConfigError("config.encoder_dir is not set: pass --config.encoder_dir=WORKDIR/encoder, "
                      "the encoder a training run exported.")
   with open(os.path.join(config.encoder_dir, "config.json")) as f:
     arch = json.load(f)
   return evaluate_features(
       export.load_encoder(config.encoder_dir), dataset=config.dataset or arch["dataset"],
       data_dir=config.data_dir, image_size=config.image_size or arch["image_size"],
-      eval_config=config.eval, seed=config.seed)
+      eval_config=config.eval, seed=config.seed, skip_corrupt=config.skip_corrupt_images)
