@@ -11,6 +11,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from byol_jax import model
 from byol_jax import train
 
 _EMA_SUFFIXES = ("/~/mean_ema", "/~/var_ema")
@@ -36,7 +37,7 @@ def measure(config, params, images, devices=None):
   The statistics are reduced over all replicas of all hosts by cross-replica BN, so N devices give
   the statistics of the whole batch. Returns {norm module path: (mean, var)} as host arrays.
   """
-  network = train.make_network(config, bn_stats_pass=True)
+  network = model.make_network(config, bn_stats_pass=True)
 
   def forward(bn_params, bn_state, x):
     _, new_state = network.apply(bn_params, bn_state, None, x, is_training=True)
@@ -45,7 +46,7 @@ def measure(config, params, images, devices=None):
   bn_params, bn_state = train.init_network(network, jax.random.PRNGKey(0), images[0, :1])
   stats_params = statistics_pass_params(params, bn_params)
   devices = devices or jax.local_devices()
-  new_state = jax.pmap(forward, axis_name=train.AXIS, devices=devices)(
+  new_state = jax.pmap(forward, axis_name=model.AXIS, devices=devices)(
       train.replicate(stats_params, devices), train.replicate(bn_state, devices), images)
   new_state = train.unreplicate(new_state)
   statistics = {}

@@ -14,23 +14,18 @@ import io
 import json
 
 from etils import epath
-import haiku as hk
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from byol_jax import compile_options
 from byol_jax import files
-from byol_jax import nets
-from byol_jax.data import augment
+from byol_jax import model
 
-_ARCH_KEYS = ("depth", "width", "stem", "norm", "weight_standardization", "gn_groups", "init",
-              "image_size", "dataset", "compute_dtype")
+# What an export keeps of its run's config: the encoder's keys, and where its data came from.
+_CONFIG_KEYS = model.ENCODER_KEYS + ("image_size", "dataset")
+# Keys that exports written before them lack, at the values those exports were trained with.
+_OLD_EXPORT_DEFAULTS = {"compute_dtype": "float32", "conv_init": "he",
+                        "zero_init_last_norm": True, "bn_cross_replica": True}
 _PARAMS, _STATE = "params", "state"
-
-
-def _encoder_only(tree):
-  return {k: v for k, v in tree.items() if k.split("/")[0] == "encoder"}
 
 
 def _flatten(kind, tree):
@@ -55,17 +50,13 @@ def save_encoder(directory, config, params, state):
   """
   directory = epath.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  arrays = {**_flatten(_PARAMS, _encoder_only(params)), **_flatten(_STATE, _encoder_only(state))}
+  arrays = {**_flatten(_PARAMS, model.encoder_only(params)),
+            **_flatten(_STATE, model.encoder_only(state))}
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
   files.write_atomically(directory / "encoder.npz", buffer.getvalue())
   files.write_atomically(directory / "config.json",
-                         json.dumps({k: config[k] for k in _ARCH_KEYS}, indent=2))
-
-
-def encoder_norm(arch):
-  """The norm kind the encoder was trained with (`affine` after the modified init)."""
-  return "affine" if arch["init"] == "bn_stats" else arch["norm"]
+                         json.dumps({k: config[k] for k in _CONFIG_KEYS}, indent=2))
 
 
 def load_encoder(directory):
@@ -74,21 +65,8 @@ def load_encoder(directory):
   if not path.exists():
     raise FileNotFoundError(f"No exported encoder at {path}; a finished training run writes one "
                             "to WORKDIR/encoder.")
-  arch = ml_collections.ConfigDict(json.loads((path.parent / "config.json").read_text()))
+  arch = ml_collections.ConfigDict(
+      {**_OLD_EXPORT_DEFAULTS, **json.loads((path.parent / "config.json").read_text())})
   with np.load(io.BytesIO(path.read_bytes())) as data:
     arrays = dict(data)
-  params, state = _unflatten(arrays, _PARAMS), _unflatten(arrays, _STATE)
-
-  def forward(images):
-    return nets.ResNet(depth=arch.depth, width=arch.width, stem=arch.stem,
-                       norm=encoder_norm(arch), weight_standardization=arch.weight_standardization,
-                       gn_groups=arch.gn_groups, name="encoder")(images, is_training=False)
-
-  network = hk.without_apply_rng(hk.transform_with_state(forward))
-  compute_dtype = jnp.dtype(arch.get("compute_dtype", "float32"))
-
-  def embed(images):  # As train.network_fn computes: activations in compute_dtype.
-    features, _ = network.apply(params, state, augment.normalize(images).astype(compute_dtype))
-    return features.astype(jnp.float32)
-
-  return compile_options.jit(embed)
+  return model.make_embed_fn(arch, _unflatten(arrays, _PARAMS), _unflatten(arrays, _STATE))

@@ -11,6 +11,7 @@ from byol_jax import bn_stats
 from byol_jax import checkpoint
 from byol_jax import export
 from byol_jax import metric_writer
+from byol_jax import model
 from byol_jax import train
 from byol_jax.data import pipeline
 from byol_jax.evaluation import protocol
@@ -97,7 +98,7 @@ class Trainer:
       return fresh
     first = next(iter(self._batches(0)))
     augment_first_view = jax.pmap(
-        lambda b: train.augment_views(self.config, b, 0)[0], axis_name=train.AXIS)
+        lambda b: train.augment_views(self.config, b, 0)[0], axis_name=model.AXIS)
     params = bn_stats.initialize(self.config, fresh.online_params, augment_first_view(first))
     logging.info("Modified init: scales and offsets set from the BN statistics of one "
                  "augmented batch of %d images.", self.config.batch_size)
@@ -199,9 +200,9 @@ class Trainer:
     fresh = self._untrained_state()
     return protocol.evaluate_encoder(
         self.config,
-        embed_fn=train.make_embed_fn(self.config, host_state.online_params,
+        embed_fn=model.make_embed_fn(self.config, host_state.online_params,
                                      host_state.online_state),
-        random_init_embed_fn=train.make_embed_fn(self.config, fresh.online_params,
+        random_init_embed_fn=model.make_embed_fn(self.config, fresh.online_params,
                                                  fresh.online_state))
 
 

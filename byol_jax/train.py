@@ -2,8 +2,8 @@
 
 `per_replica_update` is written once for one replica's slice of the global batch. Every reduction
 that must span the global batch (gradient mean, cross-replica BN statistics, SimCLR negatives,
-metrics) names the mapped axis `AXIS`; `jax.pmap` over the local devices of every host then spans
-all devices of all hosts. One device with batch B and N devices with B/N each give the same numbers.
+metrics) names the mapped axis `model.AXIS`; `jax.pmap` over the local devices of every host then
+spans all devices of all hosts. One device with batch B and N devices with B/N each give the same numbers.
 
 Target network and BN: the target is an EMA of the online parameters, xi <- tau xi + (1 - tau) theta,
 leaf by leaf, in the same step. As in the official BYOL code, the target runs its BN layers in
@@ -12,25 +12,19 @@ averages are updated by its own forward passes, not averaged from the online net
 moving averages are used only if the target itself is evaluated; evaluation uses the online encoder.
 """
 import functools
-import json
 from typing import Any, NamedTuple, Optional
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from byol_jax import compile_options
-from byol_jax import config as config_lib
 from byol_jax import losses
-from byol_jax import nets
+from byol_jax import model
 from byol_jax import optim
 from byol_jax.data import augment
-
-AXIS = "batch"
-
 
 class TrainState(NamedTuple):
   """Everything a step reads and writes. Target fields are None for SimCLR, probe fields None
@@ -43,66 +37,6 @@ class TrainState(NamedTuple):
   opt_state: optax.OptState
   probe_params: hk.Params
   probe_opt_state: optax.OptState
-
-
-def network_norms(config, *, bn_stats_pass=False):
-  """Norm kind of (encoder, projector, predictor).
-
-  With init=bn_stats every norm is `affine` (BN's scale and offset, no statistics), and the one
-  forward pass that measures the statistics runs the same network with `bn` in their place.
-  """
-  if config.init == "bn_stats":
-    kind = "bn" if bn_stats_pass else "affine"
-    return kind, kind, kind
-  return (config.norm,) + config_lib.head_norms(config)
-
-
-def network_fn(config, *, bn_stats_pass=False):
-  """(images, is_training) -> float32 {embedding, projection[, prediction]}, to be hk.transformed.
-
-  The network itself computes in config.compute_dtype.
-  """
-  encoder_norm, projector_norm, predictor_norm = network_norms(config, bn_stats_pass=bn_stats_pass)
-  common = dict(
-      weight_standardization=config.weight_standardization, gn_groups=config.gn_groups,
-      bn_cross_replica_axis=AXIS if config.bn_cross_replica else None,
-      # Decay 0 makes the moving averages of the statistics pass equal its batch statistics.
-      bn_decay_rate=0.0 if bn_stats_pass else 0.9)
-  compute_dtype = jnp.dtype(config.compute_dtype)
-
-  def forward(images, is_training):
-    # Mixed precision, all of it: the layers compute in their input's dtype and keep float32
-    # params (so gradients, optimizer state and the EMA are float32), and every consumer of the
-    # outputs (losses, probe, collapse metrics, evaluation) gets float32.
-    images = images.astype(compute_dtype)
-    embedding = nets.ResNet(
-        depth=config.depth, width=config.width, stem=config.stem, norm=encoder_norm,
-        conv_init=config.conv_init,
-        # The modified init's gamma0 is 0 for the last norm of each block, by its definition.
-        zero_init_last_norm=bn_stats_pass or config.zero_init_last_norm,
-        name="encoder", **common)(images, is_training)
-    projection = nets.MLP(config.projector_hidden_size, config.projection_size,
-                          norm=projector_norm, name="projector", **common)(embedding, is_training)
-    outputs = dict(embedding=embedding, projection=projection)
-    if config.method == "byol":
-      outputs["prediction"] = nets.MLP(
-          config.predictor_hidden_size, config.projection_size, norm=predictor_norm,
-          name="predictor", **common)(projection, is_training)
-    return {k: v.astype(jnp.float32) for k, v in outputs.items()}
-
-  return forward
-
-
-def make_network(config, *, bn_stats_pass=False):
-  """The online/target network as hk.transform_with_state (see network_fn)."""
-  return hk.transform_with_state(network_fn(config, bn_stats_pass=bn_stats_pass))
-
-
-def make_probe(num_classes):
-  """The online linear probe on frozen (stop_gradient) encoder features; None without labels."""
-  if not num_classes:
-    return None
-  return hk.without_apply_rng(hk.transform(lambda x: hk.Linear(num_classes, name="probe")(x)))
 
 
 class Schedules(NamedTuple):
@@ -155,7 +89,7 @@ def init_network(network, rng, images):
 
   @jax.jit
   def init_one(rng, images):
-    params, state = jax.vmap(init, in_axes=None, axis_size=1, axis_name=AXIS)(rng, images)
+    params, state = jax.vmap(init, in_axes=None, axis_size=1, axis_name=model.AXIS)(rng, images)
     return jax.tree.map(lambda x: x[0], (params, state))
 
   params, state = init_one(rng, images)
@@ -164,8 +98,8 @@ def init_network(network, rng, images):
 
 def init_state(config, rng, *, image_shape, num_classes, steps_per_epoch) -> TrainState:
   """A fresh state on the host: one copy, not replicated. The target starts as the online copy."""
-  network = make_network(config)
-  probe = make_probe(num_classes)
+  network = model.make_network(config)
+  probe = model.make_probe(num_classes)
   net_rng, probe_rng = jax.random.split(rng)
   dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   params, state = init_network(network, net_rng, dummy)
@@ -194,7 +128,7 @@ def augment_views(config, batch, step):
 
 
 def _mean_over_replicas(tree):
-  return jax.lax.pmean(tree, axis_name=AXIS)
+  return jax.lax.pmean(tree, axis_name=model.AXIS)
 
 
 def make_loss_fn(config, network, probe):
@@ -216,7 +150,7 @@ def make_loss_fn(config, network, probe):
                               targets[0]["projection"], targets[1]["projection"])
     else:
       loss = losses.infonce_loss(outputs[0]["projection"], outputs[1]["projection"],
-                                 config.temperature, axis_name=AXIS)
+                                 config.temperature, axis_name=model.AXIS)
     aux = dict(online_state=online_state, loss=loss,
                **losses.collapse_metrics(outputs[0]["projection"], outputs[1]["projection"]))
     if probe is None:
@@ -231,9 +165,9 @@ def make_loss_fn(config, network, probe):
 
 
 def make_update(config, *, num_classes, steps_per_epoch):
-  """Returns per_replica_update(state, batch) -> (state, metrics), to be mapped over AXIS."""
-  network = make_network(config)
-  probe = make_probe(num_classes)
+  """Returns per_replica_update(state, batch) -> (state, metrics), to be mapped over model.AXIS."""
+  network = model.make_network(config)
+  probe = model.make_probe(num_classes)
   schedules = make_schedules(config, steps_per_epoch)
   optimizer, probe_optimizer = make_optimizers(config, schedules)
   is_byol = config.method == "byol"
@@ -286,7 +220,7 @@ def map_over_devices(per_replica_fn, devices=None, donate=True):
   time with them, once per input signature, as jax.pmap takes none. Multi-process runs keep the
   plain pmap: its ahead-of-time executables do not take host-local arrays.
   """
-  mapped = jax.pmap(per_replica_fn, axis_name=AXIS, devices=devices,
+  mapped = jax.pmap(per_replica_fn, axis_name=model.AXIS, devices=devices,
                     donate_argnums=(0,) if donate else ())
   options = compile_options.for_platform((devices or jax.local_devices())[0].platform)
   if not options or jax.process_count() > 1:
@@ -306,33 +240,15 @@ def map_over_devices(per_replica_fn, devices=None, donate=True):
 def replicate(tree, devices=None):
   """Host tree -> one copy per device (default: the local ones), laid out as pmap's outputs are.
 
-  Going through a pmap over AXIS gives the arrays the same sharding as the update's outputs, so
+  Going through a pmap over the axis gives the arrays the same sharding as the update's outputs, so
   the second step does not compile the update again for a different input layout.
   """
   devices = devices or jax.local_devices()
   stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)),
                          tree)
-  return jax.pmap(lambda x: x, axis_name=AXIS, devices=devices)(stacked)
+  return jax.pmap(lambda x: x, axis_name=model.AXIS, devices=devices)(stacked)
 
 
 def unreplicate(tree):
   """The first device's copy, fetched to the host."""
   return jax.tree.map(lambda x: np.asarray(x[0]), tree)
-
-
-def make_embed_fn(config, params, state):
-  """A frozen online encoder: uint8 images -> embeddings (BN in evaluation mode)."""
-  embed = _embed_program(config.to_json())
-  return lambda images: embed(params, state, images)
-
-
-@functools.lru_cache(maxsize=None)
-def _embed_program(config_json):
-  """One jitted program per config, shared by every set of params (trained and random init)."""
-  network = make_network(ml_collections.ConfigDict(json.loads(config_json)))
-
-  def embed(params, state, images):
-    outputs, _ = network.apply(params, state, None, augment.normalize(images), is_training=False)
-    return outputs["embedding"]
-
-  return compile_options.jit(embed)

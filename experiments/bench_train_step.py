@@ -130,6 +130,7 @@ def _jax_variant(row, views, *, xla_defaults=False, **variant):
   """
   import jax  # pylint: disable=g-import-not-at-top
   from byol_jax import compile_options  # pylint: disable=g-import-not-at-top
+  from byol_jax import model  # pylint: disable=g-import-not-at-top
   from byol_jax import train  # pylint: disable=g-import-not-at-top
 
   config = _jax_config(row, **variant)
@@ -141,7 +142,7 @@ def _jax_variant(row, views, *, xla_defaults=False, **variant):
                             "label": np.zeros(batch, np.int32),
                             "index": np.arange(batch, dtype=np.int32)})
   update = jax.pmap(train.make_update(config, num_classes=_NUM_CLASSES, steps_per_epoch=100),
-                    axis_name=train.AXIS, donate_argnums=(0,))
+                    axis_name=model.AXIS, donate_argnums=(0,))
   options = None if xla_defaults else compile_options.for_platform("cpu") or None
   start = time.perf_counter()
   compiled = update.lower(state, inputs).compile(compiler_options=options)

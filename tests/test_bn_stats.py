@@ -6,6 +6,7 @@ import pytest
 
 from byol_jax import bn_stats
 from byol_jax import nets
+from byol_jax import model
 from byol_jax import train
 import train_helpers
 
@@ -24,7 +25,7 @@ def setup():
 
 def _tapped(config, bn_stats_pass, norm_paths):
   """The network, also returning the output of every norm layer in `norm_paths`."""
-  forward = train.network_fn(config, bn_stats_pass=bn_stats_pass)
+  forward = model.network_fn(config, bn_stats_pass=bn_stats_pass)
 
   def tapped(images, is_training):
     taps = {}
@@ -70,7 +71,7 @@ def test_affine_network_reproduces_the_bn_network_layer_by_layer(setup):
   def bn_apply(p, s, x):
     return bn.apply(p, s, None, x, is_training=True)[0]
 
-  bn_out, bn_taps = jax.pmap(bn_apply, axis_name=train.AXIS, devices=jax.devices()[:1])(
+  bn_out, bn_taps = jax.pmap(bn_apply, axis_name=model.AXIS, devices=jax.devices()[:1])(
       *train.replicate((bn_params, bn_state), jax.devices()[:1]), images[None])
   assert set(affine_taps) == set(bn_taps) == norm_paths
   for name in norm_paths:
@@ -90,7 +91,7 @@ def test_affine_network_reproduces_the_bn_network_layer_by_layer(setup):
 
 def test_batch_independent_after_the_init(setup):
   config, state, images, params = setup
-  network = train.make_network(config)
+  network = model.make_network(config)
 
   def embed(x):
     return network.apply(params, state.online_state, None, x, is_training=True)[0]["prediction"]

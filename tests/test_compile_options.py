@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from byol_jax import compile_options
+from byol_jax import model
 from byol_jax import train
 
 
@@ -50,11 +51,11 @@ def test_mapped_function_with_options_matches_plain_pmap():
   def per_replica(w, x):
     y = jax.nn.relu(_conv(x, w))
     return w - 0.1 * jax.grad(lambda w: jnp.mean(_conv(y, w) ** 2))(w), jax.lax.pmean(
-        y.mean(), train.AXIS)
+        y.mean(), model.AXIS)
 
   devices = jax.devices()[:2]
   ours = train.map_over_devices(per_replica, devices=devices, donate=False)
-  plain = jax.pmap(per_replica, axis_name=train.AXIS, devices=devices)
+  plain = jax.pmap(per_replica, axis_name=model.AXIS, devices=devices)
   rng = np.random.default_rng(0)
   w = np.stack([rng.normal(size=(3, 3, 32, 32)).astype(np.float32) / 17] * 2)
   for batch in (4, 4, 6):  # The second call reuses the executable, the third compiles anew.

@@ -64,6 +64,7 @@ def _preempt(workdir, data_dir, *overrides):
   return proc.returncode, stderr
 
 
+@pytest.mark.slow
 def test_preempted_run_resumes_exactly(tmp_path, data_dir):
   """SIGTERM saves and exits 143; the same command then continues, data order included.
 
@@ -164,6 +165,7 @@ def _two_processes(workdir, data_dir, *overrides, preempt=False, kill_at_step=No
   return [p.returncode for p in procs], [log.read_text() for log in logs]
 
 
+@pytest.mark.slow
 def test_two_processes_resume_and_equal_one_process_fed_the_same_batches(tmp_path, data_dir):
   """2 hosts x 2 devices through the entry point: preempted on host 1, resumed, equal to 1 x 4.
 
@@ -216,6 +218,7 @@ def test_overrides_and_bad_values(tmp_path, data_dir):
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, data_dir):
   workdir = tmp_path / "diverged"
   _run(workdir, data_dir, "--config.max_steps=2", "--config.checkpoint_every=2",
@@ -233,6 +236,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
   assert {p: p.read_bytes() for p in ckpt_dir.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path, data_dir):
   """Garbled metadata, then a truncated data file: each gives its one message, status 1."""
   workdir = tmp_path / "corrupt"
@@ -256,6 +260,7 @@ def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path, data_dir):
   assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bn_stats_override_trains_and_evaluates(tmp_path, data_dir):
   """--config.norm=none --config.init=bn_stats from the vanilla config; eval.json at the end."""
   workdir = tmp_path / "bn_stats"

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from byol_jax import model
 from byol_jax import train
 import train_helpers
 from train_helpers import NUM_CLASSES
@@ -75,8 +76,8 @@ def test_simclr_one_device_equals_four_devices():
 
 def _loss_pieces(config):
   state = _state(config)
-  network = train.make_network(config)
-  probe = train.make_probe(NUM_CLASSES)
+  network = model.make_network(config)
+  probe = model.make_probe(NUM_CLASSES)
   batch = train_helpers.global_batch(config, 0, 1)
   batch = {k: v[0] for k, v in batch.items()}
   views = train.augment_views(config, batch, 0)
@@ -106,7 +107,7 @@ def test_probe_sends_no_gradient_into_the_encoder_and_target_gets_none():
 def test_inference_on_a_batch_of_one(norm):
   config = train_helpers.small_config(norm=norm, gn_groups=4)
   state = _state(config)
-  embed = train.make_embed_fn(config, state.online_params, state.online_state)
+  embed = model.make_embed_fn(config, state.online_params, state.online_state)
   features = embed(np.zeros((1, 16, 16, 3), np.uint8) + 100)
   assert features.shape == (1, 512 * config.width) and np.all(np.isfinite(features))
 
