@@ -6,8 +6,8 @@ label) with a random colour, size, aspect, rotation and a small random shift, on
 background of another random colour. Colour carries no label information, so colour-jitter
 invariance pays off, and pose and colour vary too much for a linear classifier on raw pixels
 (tests/test_data.py: ridge regression on the pixels stays near chance). Version 2 draws the
-shapes larger and nearer the centre than version 1, so that a few hundred steps learn them
-(experiments/results/supervised_bound.md).
+shapes larger and nearer the centre than version 1, so that a few hundred supervised steps learn
+them.
 
 Generation is deterministic (fixed seeds) vectorised numpy; the tfds build also PNG-encodes and
 writes the records, in seconds.
