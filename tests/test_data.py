@@ -107,12 +107,26 @@ def test_hosts_read_disjoint_shards(fake_imagenet, shuffle_buffer):
   np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(24))
 
 
-def test_crop_min_area_one_makes_both_views_the_whole_image(fake_imagenet):
-  def views_match(batch):  # Per example: the views are equal up to a horizontal flip.
-    v1, v2 = batch["view1"][0].astype(int), batch["view2"][0].astype(int)
-    return [(a == b).all() or (a == b[:, ::-1]).all() for a, b in zip(v1, v2)]
-  assert all(views_match(next(_pretrain(crop_min_area=1.0))))
-  assert not any(views_match(next(_pretrain())))
+def test_crop_min_area_reaches_the_crop_sampler(fake_imagenet, monkeypatch):
+  sampler, seen = pipeline._random_window, []  # pylint: disable=protected-access
+
+  def recorded(shape, seed, min_area):
+    seen.append(min_area)
+    return sampler(shape, seed, min_area)
+
+  monkeypatch.setattr(pipeline, "_random_window", recorded)
+  next(_pretrain(crop_min_area=0.5))
+  assert seen and set(seen) == {0.5}
+
+
+def test_crop_min_area_one_keeps_most_of_the_image():
+  """Area 1 before clamping: with an aspect of 3/4 to 4/3, each crop keeps >= 86% of the image."""
+  shape = tf.constant([32, 32, 3])
+  windows = np.stack(list(tf.data.Dataset.range(200).map(
+      lambda i: pipeline._random_window(shape, pipeline._seed(3, i), 1.0))  # pylint: disable=protected-access
+                          .as_numpy_iterator()))
+  area = windows[:, 2] * windows[:, 3] / 32**2
+  assert area.min() >= 0.84 and area.max() == 1.0
 
 
 def test_global_batch_size_must_divide_over_devices():
