@@ -336,7 +336,8 @@ _TRUNCATED_STD = 0.8796
 
 @pytest.mark.parametrize("conv_init", ["haiku", "he"])
 def test_conv_init_variances(conv_init):
-  params = _resnet(depth=50, conv_init=conv_init).init(_RNG, jnp.zeros((1, 32, 32, 3)), True)[0]
+  params = _resnet(depth=50, width=0.25, conv_init=conv_init).init(
+      _RNG, jnp.zeros((1, 8, 8, 3)), True)[0]
   for path in ("res_net/~/stem_conv", "res_net/~/stage4_block0/~/conv_0",
                "res_net/~/stage2_block1/~/conv_1"):
     w = np.asarray(params[path]["w"])
