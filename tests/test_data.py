@@ -121,10 +121,7 @@ def test_crop_min_area_reaches_the_crop_sampler(fake_imagenet, monkeypatch):
 
 def test_crop_min_area_one_keeps_most_of_the_image():
   """Area 1 before clamping: with an aspect of 3/4 to 4/3, each crop keeps >= 86% of the image."""
-  shape = tf.constant([32, 32, 3])
-  windows = np.stack(list(tf.data.Dataset.range(200).map(
-      lambda i: pipeline._random_window(shape, pipeline._seed(3, i), 1.0))  # pylint: disable=protected-access
-                          .as_numpy_iterator()))
+  windows = _crop_windows(32, 32, n=200, min_area=1.0)
   area = windows[:, 2] * windows[:, 3] / 32**2
   assert area.min() >= 0.84 and area.max() == 1.0
 
@@ -289,6 +286,14 @@ def test_folder_files_that_are_not_images_are_found_up_front(tmp_path):
   assert sum(b["mask"].sum() for b in batches) == 4
 
 
+def _crop_windows(height, width, *, n, min_area):
+  """[n, 4] windows (y, x, h, w) of the pipeline's crop sampler, one seed per draw."""
+  shape = tf.constant([height, width, 3])
+  sampler, seed = pipeline._random_window, pipeline._seed  # pylint: disable=protected-access
+  windows = tf.data.Dataset.range(n).map(lambda i: sampler(shape, seed(7, i), min_area))
+  return np.stack(list(windows.as_numpy_iterator()))
+
+
 def _official_crop_sizes(height, width, n, rng, min_area=0.08):
   """(h, w) of the official BYOL random-resized crop, written out from its formula."""
   area = rng.uniform(min_area, 1.0, n) * height * width
@@ -308,11 +313,7 @@ def _ks_distance(a, b):
 @pytest.mark.parametrize("height,width", [(375, 500), (32, 32)])
 def test_crop_sampler_draws_the_official_area_and_aspect_distributions(height, width):
   n = 3000
-  shape = tf.constant([height, width, 3])
-  windows = np.stack(list(tf.data.Dataset.range(n).map(
-      lambda i: pipeline._random_window(shape, pipeline._seed(7, i), 0.08))  # pylint: disable=protected-access
-                          .as_numpy_iterator()))
-  y, x, h, w = windows.T
+  y, x, h, w = _crop_windows(height, width, n=n, min_area=0.08).T
   assert np.all((y >= 0) & (x >= 0) & (h >= 1) & (w >= 1))
   assert np.all((y + h <= height) & (x + w <= width))
   want_h, want_w = _official_crop_sizes(height, width, 200_000, np.random.default_rng(0))
