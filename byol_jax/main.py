@@ -1,10 +1,12 @@
-r"""Entry point: pretrain with BYOL or SimCLR, then evaluate; or evaluate an exported encoder.
+r"""Entry point: pretrain with BYOL or SimCLR, export the encoder, then evaluate it.
 
     python -m byol_jax.main --config=configs/byol_gn_ws.py:tiny --workdir=/tmp/byol
     python -m byol_jax.main --config=configs/byol.py --config.norm=none --config.init=bn_stats \
         --workdir=gs://bucket/run --config.data_dir=gs://bucket/tfds
-    python -m byol_jax.main --config=configs/linear_eval.py \
-        --config.encoder_dir=/tmp/byol/encoder --workdir=/tmp/byol_eval
+
+JAX's own flags work too (e.g. `--jax_debug_nans`), and `--verbosity=1` shows the libraries' INFO
+logs (orbax, tfds), which are left out by default. `byol_jax.linear_eval` evaluates an exported
+encoder on its own.
 
 A run on an existing workdir resumes from its latest checkpoint; SIGTERM saves and exits.
 Expected failures (a bad config or dataset, a corrupt image or checkpoint, a diverged loss) print
@@ -13,7 +15,6 @@ process whose collective with a lost process fails exits at once with status 1 a
 JAX's distributed runtime itself aborts the processes that lose process 0 (the coordinator) or
 miss another's heartbeats (jax.distributed.initialize's heartbeat_timeout_seconds, 100).
 """
-import json
 import os
 import signal
 import sys
@@ -21,17 +22,13 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-from etils import epath
 import jax
 import numpy as np
 from ml_collections import config_flags
 
-from byol_jax import checkpoint
+from byol_jax import cli
 from byol_jax import config as config_lib
-from byol_jax import files
 from byol_jax import run
-from byol_jax.data import pipeline
-from byol_jax.evaluation import protocol
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/byol_gn_ws.py or configs/byol.py:tiny.",
@@ -50,9 +47,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 # What a collective or barrier error says when another process of the run is gone.
 _PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "heartbeat timeout",
               "Barrier failed", "Gloo")
-# Errors whose message says all a user needs: no traceback.
-_EXPECTED_ERRORS = (config_lib.ConfigError, pipeline.DatasetError, pipeline.DatasetNotFoundError,
-                    pipeline.CorruptImageError, checkpoint.CheckpointError, run.NonFiniteError)
 
 
 def _init_distributed():
@@ -73,7 +67,8 @@ def _train(config, workdir):
   _init_distributed()
   trainer = run.Trainer(config, workdir)
   try:
-    signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop("SIGTERM"))
+    if jax.process_count() == 1:  # Several: JAX's runtime catches it (Trainer._stop_requested).
+      signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop("SIGTERM"))
     if not trainer.train():
       logging.warning("Stopped at step %d before the end; the checkpoint is saved. Run the same "
                       "command again to resume.", trainer.step)
@@ -85,7 +80,7 @@ def _train(config, workdir):
     return None
   if not trainer.info.num_classes:
     logging.warning("Skipping the evaluation: %s has no labels (a flat image folder). Evaluate "
-                    "the exported encoder on a labelled dataset with configs/linear_eval.py.",
+                    "the exported encoder on a labelled dataset with byol_jax.linear_eval.",
                     config.dataset)
     return None
   return trainer.evaluate()
@@ -107,31 +102,18 @@ def _exit_lost_peer(error):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  workdir = _WORKDIR.value
+  cli.quiet_library_logs()
+  config, workdir = _CONFIG.value, _WORKDIR.value
   try:
-    if config.get("mode") == "linear_eval":
-      results = protocol.evaluate_exported(config)
-    else:
-      results = _train(config, workdir)
-  except _EXPECTED_ERRORS as error:
-    sys.exit(f"{type(error).__name__}: {error}")
+    results = cli.exit_on_expected_error(_train, config, workdir)
   except jax.errors.JaxRuntimeError as error:
     if jax.process_count() == 1 or not any(s in str(error) for s in _PEER_LOST):
       raise
     _exit_lost_peer(error)
-  if results is None:
-    return
-  if jax.process_index() == 0:
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    files.write_atomically(epath.Path(workdir) / "eval.json", json.dumps(results, indent=2))
-    summary = (f"linear top-1 {results['top1']:.4f} | kNN top-1 {results['knn_top1']:.4f}")
-    if "random_init_top1" in results:
-      summary += (f" | random-init encoder: linear {results['random_init_top1']:.4f}, "
-                  f"kNN {results['random_init_knn_top1']:.4f}")
-    print(summary, flush=True)
+  cli.report(results, workdir)
 
 
 if __name__ == "__main__":
   np.set_printoptions(precision=4)
+  jax.config.config_with_absl()
   app.run(main)

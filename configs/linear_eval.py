@@ -1,6 +1,6 @@
 """Linear evaluation of an exported encoder (frozen), plus kNN; writes WORKDIR/eval.json.
 
-    python -m byol_jax.main --config=configs/linear_eval.py \
+    python -m byol_jax.linear_eval --config=configs/linear_eval.py \
         --config.encoder_dir=WORKDIR/encoder --workdir=EVAL_DIR
 
 The paper's protocol: a linear classifier on frozen features, SGD with Nesterov momentum 0.9, no
@@ -15,7 +15,6 @@ from byol_jax import config as config_lib
 
 def get_config(preset=""):
   config = ml_collections.ConfigDict()
-  config.mode = "linear_eval"
   config.encoder_dir = config_dict.placeholder(str)
   config.dataset = config_dict.placeholder(str)
   config.data_dir = config_dict.placeholder(str)
@@ -26,5 +25,6 @@ def get_config(preset=""):
   if preset == "tiny":
     config.eval = config_lib.apply_preset(config_lib.base_config(), "tiny").eval
   elif preset:
-    raise ValueError(f"Unknown config preset {preset!r}; valid presets: ('tiny',), or none.")
+    raise config_lib.ConfigError(
+        f"Unknown config preset {preset!r}; valid presets: ('tiny',), or none.")
   return config

@@ -3,11 +3,14 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from byol_jax import config as config_lib
 from byol_jax.evaluation import knn
 from byol_jax.evaluation import linear
+from byol_jax.evaluation import protocol
 
 _CLASSES = 10
 _BATCH = 64
@@ -180,3 +183,12 @@ def test_knn_small_temperature_stays_finite():
   got = knn.knn_predict(train_x, train_y, train_x, k=5, temperature=1e-3,
                         num_classes=3)
   np.testing.assert_array_equal(got, train_y)  # Each point is its own nearest.
+
+
+def test_evaluating_an_export_names_a_missing_encoder(tmp_path):
+  config = ml_collections.ConfigDict({"encoder_dir": None})
+  with pytest.raises(config_lib.ConfigError, match="config.encoder_dir is not set"):
+    protocol.evaluate_exported(config)
+  config.encoder_dir = str(tmp_path)
+  with pytest.raises(config_lib.ConfigError, match="holds no exported encoder"):
+    protocol.evaluate_exported(config)

@@ -5,8 +5,8 @@ random-crop + flip views, each embedded by the frozen encoder. With False it tra
 features of the centre-cropped train images: far cheaper, used by the CPU `tiny` presets.
 """
 import json
-import os
 
+from etils import epath
 import numpy as np
 
 from byol_jax import config as config_lib
@@ -89,10 +89,15 @@ def evaluate_encoder(config, embed_fn, random_init_embed_fn=None):
 def evaluate_exported(config):
   """Linear evaluation of an exported encoder (configs/linear_eval.py)."""
   if not config.encoder_dir:
-    raise config_lib.ConfigError("config.encoder_dir is not set: pass --config.encoder_dir=WORKDIR/encoder, "
-                     "the encoder a training run exported.")
-  with open(os.path.join(config.encoder_dir, "config.json")) as f:
-    arch = json.load(f)
+    raise config_lib.ConfigError(
+        "config.encoder_dir is not set: pass --config.encoder_dir=WORKDIR/encoder, the encoder "
+        "a training run exported.")
+  arch_path = epath.Path(config.encoder_dir) / "config.json"
+  if not arch_path.exists():
+    raise config_lib.ConfigError(
+        f"config.encoder_dir={config.encoder_dir!r} holds no exported encoder ({arch_path} is "
+        "missing); a finished training run exports one to WORKDIR/encoder.")
+  arch = json.loads(arch_path.read_text())
   return evaluate_features(
       export.load_encoder(config.encoder_dir), dataset=config.dataset or arch["dataset"],
       data_dir=config.data_dir, image_size=config.image_size or arch["image_size"],
