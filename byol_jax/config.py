@@ -74,6 +74,9 @@ def base_config():
   c.log_every = 100
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  # A profile of steps [profile_first_step, + profile_steps) in WORKDIR/tensorboard; unset: none.
+  c.profile_first_step = config_dict.placeholder(int)
+  c.profile_steps = 5
   # Evaluation after training (linear probe on frozen features, kNN).
   c.eval = ml_collections.ConfigDict(dict(
       enabled=True,  # Evaluate (and print top-1) when training ends.
@@ -157,13 +160,16 @@ def validate(c):
   _choice(c, "compute_dtype", COMPUTE_DTYPES)
   positive = ("batch_size", "epochs", "image_size", "log_every", "checkpoint_every",
               "keep_checkpoints", "gn_groups", "projector_hidden_size", "projection_size",
-              "predictor_hidden_size")
+              "predictor_hidden_size", "profile_steps")
   for key in positive:
     if not isinstance(c[key], int) or c[key] < 1:
       raise ConfigError(f"config.{key}={c[key]!r} must be a positive integer.")
   if c.max_steps is not None and c.max_steps < 1:
     raise ConfigError(f"config.max_steps={c.max_steps!r} must be a positive integer (or unset to "
                      "train for config.epochs).")
+  if c.profile_first_step is not None and c.profile_first_step < 2:
+    raise ConfigError(f"config.profile_first_step={c.profile_first_step!r} must be >= 2: step 1 "
+                     "compiles, so a profile of it shows compilation, not training.")
   for key in ("base_lr", "probe_lr", "temperature"):
     if not c[key] > 0:
       raise ConfigError(f"config.{key}={c[key]!r} must be > 0.")

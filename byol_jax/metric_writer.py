@@ -21,7 +21,7 @@ class MetricWriter:
   its version treats them. A TensorBoard already running keeps what it had loaded until reloaded.
   """
 
-  def __init__(self, workdir, *, start_step=0, enabled=True):
+  def __init__(self, workdir, *, start_step=0, enabled=True, hparams=None):
     self._enabled = enabled
     if not enabled:
       return
@@ -35,6 +35,10 @@ class MetricWriter:
     old_events = tf.io.gfile.glob(f"{events}/events.out.tfevents.*")
     self._jsonl = tf.io.gfile.GFile(path, "a")
     self._summary = tf.summary.create_file_writer(events)
+    if hparams:  # In every event file, so that a resumed run's rebuilt file has them too.
+      from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+      with self._summary.as_default():
+        hp.hparams(hparams)
     if old_events:
       for record in records:
         self._write_summary(record)
@@ -82,8 +86,23 @@ def _records_up_to(path, step):
   return records
 
 
+def flat_hparams(config):
+  """A config as TensorBoard hparams: {"eval.knn_k": 20, ...}; unset keys as "None"."""
+  flat = {}
+
+  def visit(prefix, node):
+    for key, value in node.items():
+      if hasattr(value, "items"):
+        visit(f"{prefix}{key}.", value)
+      else:
+        flat[prefix + key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+
+  visit("", config)
+  return flat
+
+
 class Progress:
-  """Images/s and ETA over the steps since the last report."""
+  """Images/s and ETA over the steps since the last report (the clock starts at `start_step`)."""
 
   def __init__(self, *, total_steps, steps_per_epoch, global_batch_size, start_step):
     self._total = total_steps
@@ -92,10 +111,14 @@ class Progress:
     self._last_step, self._last_time = start_step, time.time()
 
   def report(self, step, scalars):
-    """Returns (images/s, line) and restarts the clock."""
+    """Returns (images/s, line) and restarts the clock; images/s is None when no step was timed."""
     now = time.time()
-    images_per_sec = (step - self._last_step) * self._batch / max(now - self._last_time, 1e-9)
-    eta = (self._total - step) * self._batch / max(images_per_sec, 1e-9)
+    images_per_sec = None
+    rate = ""
+    if step > self._last_step:
+      images_per_sec = (step - self._last_step) * self._batch / max(now - self._last_time, 1e-9)
+      eta = (self._total - step) * self._batch / max(images_per_sec, 1e-9)
+      rate = f" {images_per_sec:.1f} img/s ETA {_duration(eta)}"
     self._last_step, self._last_time = step, now
     probe = (f"probe_acc {scalars['probe_accuracy']:.3f} " if "probe_accuracy" in scalars
              else "")  # No probe without labels.
@@ -105,8 +128,7 @@ class Progress:
             f"loss {scalars['loss']:.4f} lr {scalars['lr']:.4g} "
             f"tau {scalars['tau']:.5f} {probe}"
             f"pos_cos {scalars['positive_cosine']:.3f} neg_cos {scalars['negative_cosine']:.3f} "
-            f"{skipped}{images_per_sec:.1f} img/s ETA {_duration(eta)}")
-    logging.info(line)
+            f"{skipped}".rstrip() + rate)
     return images_per_sec, line
 
 

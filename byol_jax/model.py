@@ -111,6 +111,15 @@ def encoder_only(tree):
   return {k: v for k, v in tree.items() if k.split("/")[0] == "encoder"}
 
 
+def parameter_counts(params):
+  """{top-level module (encoder, projector, predictor, probe): number of parameters}."""
+  counts = {}
+  for module, leaves in params.items():
+    name = module.split("/")[0]
+    counts[name] = counts.get(name, 0) + sum(int(v.size) for v in leaves.values())
+  return counts
+
+
 def make_embed_fn(config, params, state):
   """A frozen encoder: uint8 images -> float32 embeddings (BN in evaluation mode).
 

@@ -1,6 +1,7 @@
 """The host-side pretraining loop: state, data, checkpoints, logging, preemption, evaluation."""
 import json
 import os
+import time
 
 from absl import logging
 import jax
@@ -10,6 +11,7 @@ import numpy as np
 from byol_jax import bn_stats
 from byol_jax import checkpoint
 from byol_jax import export
+from byol_jax import files
 from byol_jax import metric_writer
 from byol_jax import model
 from byol_jax import train
@@ -18,7 +20,7 @@ from byol_jax.evaluation import protocol
 
 # Config keys that may change when a run is resumed without changing what it computes.
 _RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "eval", "data_dir",
-                      "skip_corrupt_images")
+                      "skip_corrupt_images", "profile_first_step", "profile_steps")
 
 
 class NonFiniteError(FloatingPointError):
@@ -48,6 +50,7 @@ class Trainer:
     self.step = 0
     self.state = None
     self._stop_reason = None
+    self._profile = ProfilerWindow(None, 0, None)  # Set by train().
     self._skipped_before = 0  # Images the stream skipped before the restored step, all hosts.
 
   def request_stop(self, reason):
@@ -117,13 +120,24 @@ class Trainer:
     self.checkpointer.save(self.step, _as_tree(train.unreplicate(self.state)),
                            {"config": self.config.to_json(), "skipped_images": skipped})
 
-  def _should_stop(self, batches):
-    """(stop, images the stream skipped so far on all hosts); every host gets the same answer."""
-    stop, skipped = self._stop_reason is not None, batches.num_skipped
-    if jax.process_count() > 1:  # Every host must stop at the same step to save together.
-      gathered = multihost_utils.process_allgather(np.array([stop, skipped], np.int64))
-      stop, skipped = bool(gathered[:, 0].any()), int(gathered[:, 1].sum())
-    return stop, self._skipped_before + skipped
+  def _stop_requested(self):
+    """True at the step where every host stops to save: the same step on all of them.
+
+    One process: after `request_stop` (main's SIGTERM handler). Several: at JAX's preemption sync
+    point, which its distributed runtime sets after a SIGTERM on any host; checking it is local,
+    so the hosts never wait on each other between steps and dispatch runs ahead of the devices.
+    """
+    if jax.process_count() > 1 and multihost_utils.reached_preemption_sync_point(self.step):
+      self._stop_reason = self._stop_reason or "SIGTERM on a host of this run"
+      return True
+    return jax.process_count() == 1 and self._stop_reason is not None
+
+  def _skipped_images(self, batches):
+    """Images the stream skipped so far, on all hosts (a host collective: log steps only)."""
+    skipped = batches.num_skipped
+    if jax.process_count() > 1 and self.config.skip_corrupt_images:
+      skipped = int(multihost_utils.process_allgather(np.array(skipped, np.int64)).sum())
+    return self._skipped_before + skipped
 
   def _flush(self, pending, progress, skipped):
     """Fetches pending per-step metrics, stops on a non-finite one, logs the last."""
@@ -141,8 +155,19 @@ class Trainer:
     images_per_sec, line = progress.report(step, metrics)
     if jax.process_index() == 0:
       print(line, flush=True)
-    self.writer.write(step, {**metrics, "images_per_sec": images_per_sec,
-                             "epoch": step / self.steps_per_epoch})
+    rate = {} if images_per_sec is None else {"images_per_sec": images_per_sec}
+    self.writer.write(step, {**metrics, **rate, "epoch": step / self.steps_per_epoch})
+
+  def _start(self, host_state):
+    """What a run says and writes once, before its first step: config.json and the sizes."""
+    c = self.config
+    if jax.process_index() == 0:
+      files.write_atomically(os.path.join(self.workdir, "config.json"),
+                             c.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    sizes = ", ".join(f"{name} {count:,}" for name, count in model.parameter_counts(
+        {**host_state.online_params, **(host_state.probe_params or {})}).items())
+    logging.info("Training %s (%s) for %d steps (%d per epoch) from step %d. Parameters: %s.",
+                 c.method, c.norm, self.total_steps, self.steps_per_epoch, self.step, sizes)
 
   def train(self):
     """Runs to total_steps. Returns False if stopped early (state saved), True when done."""
@@ -152,34 +177,46 @@ class Trainer:
     self.state = train.replicate(host_state)
     if self.step >= self.total_steps:
       return True
-    self.writer = metric_writer.MetricWriter(self.workdir, start_step=self.step,
-                                             enabled=jax.process_index() == 0)
-    logging.info("Training %s (%s) for %d steps (%d per epoch) from step %d.", c.method,
-                 c.norm, self.total_steps, self.steps_per_epoch, self.step)
-    progress = metric_writer.Progress(total_steps=self.total_steps,
-                                      steps_per_epoch=self.steps_per_epoch,
-                                      global_batch_size=c.batch_size, start_step=self.step)
+    self._start(host_state)
+    self.writer = metric_writer.MetricWriter(
+        self.workdir, start_step=self.step, enabled=jax.process_index() == 0,
+        hparams=metric_writer.flat_hparams(c))
+    self._profile = ProfilerWindow(c.profile_first_step, c.profile_steps,
+                                   os.path.join(self.workdir, "tensorboard"))
     batches = self._batches(self.step)
-    pending = []
+    pending, progress = [], None
+    logging.info("Compiling the train step; the first step waits for it.")
+    first_start = time.time()
     while self.step < self.total_steps:
-      self.state, metrics = self.update(self.state, next(batches))
+      self._profile.before(self.step + 1)
+      with jax.profiler.StepTraceAnnotation("train", step_num=self.step + 1):
+        self.state, metrics = self.update(self.state, next(batches))
       self.step += 1
       pending.append((self.step, metrics))
-      stop, skipped = self._should_stop(batches)
+      self._profile.after(self.step, metrics)
+      if progress is None:  # The rate and ETA leave out the first step, which compiles.
+        jax.block_until_ready(metrics)
+        logging.info("First step, compilation included: %.1f s.", time.time() - first_start)
+        progress = metric_writer.Progress(
+            total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+            global_batch_size=c.batch_size, start_step=self.step)
+      stop = self._stop_requested()
       at_checkpoint = self.step % c.checkpoint_every == 0 or self.step == self.total_steps
       if stop or at_checkpoint or self.step % c.log_every == 0:
+        skipped = self._skipped_images(batches)
         self._flush(pending, progress, skipped)
         pending = []
-      if stop or at_checkpoint:
-        self._save(skipped)
+        if stop or at_checkpoint:
+          self._save(skipped)
       if stop:
         logging.warning("Stop requested (%s): saved step %d.", self._stop_reason, self.step)
         return False
     return True
 
   def close(self):
-    """Releases orbax's resources and closes the metric files."""
+    """Releases orbax's resources, ends a profile still open and closes the metric files."""
     self.checkpointer.close()
+    self._profile.close()
     if self.writer is not None:
       self.writer.close()
 
@@ -204,6 +241,31 @@ class Trainer:
                                      host_state.online_state),
         random_init_embed_fn=model.make_embed_fn(self.config, fresh.online_params,
                                                  fresh.online_state))
+
+
+class ProfilerWindow:
+  """Traces steps [first, first + count) into `log_dir`, for TensorBoard's profile tab."""
+
+  def __init__(self, first, count, log_dir):
+    self._first, self._last, self._log_dir = first, (first or 0) + count - 1, log_dir
+    self._tracing = False
+
+  def before(self, step):
+    if step == self._first:
+      jax.profiler.start_trace(self._log_dir)
+      self._tracing = True
+
+  def after(self, step, metrics):
+    if self._tracing and step == self._last:
+      jax.block_until_ready(metrics)  # The trace ends once the last traced step has run.
+      self.close()
+      logging.info("Wrote a profile of steps %d-%d to %s (TensorBoard's profile tab).",
+                   self._first, self._last, self._log_dir)
+
+  def close(self):
+    if self._tracing:
+      jax.profiler.stop_trace()
+      self._tracing = False
 
 
 def _as_tree(state):

@@ -112,3 +112,12 @@ def test_bn_stats_without_cross_replica_statistics_is_refused():
 def test_unknown_preset():
   with pytest.raises(ValueError, match="Unknown config preset 'huge'"):
     load("byol", "huge")
+
+
+def test_profile_window_must_leave_out_the_compiling_step():
+  config = config_lib.base_config()
+  config.profile_first_step = 1
+  with pytest.raises(config_lib.ConfigError, match="profile_first_step=1 must be >= 2"):
+    config_lib.validate(config)
+  config.profile_first_step = 2
+  config_lib.validate(config)

@@ -74,7 +74,17 @@ def test_preempted_run_resumes_exactly(tmp_path, data_dir):
   """
   steps = "--config.max_steps=30"
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-  _run(straight, data_dir, steps)
+  result = _run(straight, data_dir, steps, "--config.profile_first_step=3",
+                "--config.profile_steps=2")
+  # One line per logged step, on stdout only; the libraries' INFO lines (orbax's saves) are out.
+  progress = [line for line in result.stdout.splitlines() if line.startswith("step ")]
+  assert [line.split()[1] for line in progress] == [f"{s}/30" for s in range(1, 31)]
+  assert "step 1/30" not in result.stderr and "checkpoint_manager.py" not in result.stderr
+  assert "img/s" not in progress[0] and "img/s" in progress[1]  # The first step compiles.
+  assert "Parameters: encoder " in result.stderr
+  assert "Wrote a profile of steps 3-4" in result.stderr
+  assert list((straight / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
+  assert json.loads((straight / "config.json").read_text())["profile_first_step"] == 3
   returncode, stderr = _preempt(resumed, data_dir, steps)
   assert returncode == 143, stderr[-3000:]
   assert "Stop requested (SIGTERM)" in stderr
@@ -91,8 +101,9 @@ def test_preempted_run_resumes_exactly(tmp_path, data_dir):
                              export.load_encoder(str(resumed / "encoder"))(images),
                              rtol=1e-4, atol=1e-5)
   for record in a:
-    assert {"step", "loss", "lr", "tau", "images_per_sec", "positive_cosine",
-            "negative_cosine", "projection_std", "probe_accuracy", "epoch"} <= set(record)
+    assert {"step", "loss", "lr", "tau", "positive_cosine", "negative_cosine", "projection_std",
+            "probe_accuracy", "epoch"} <= set(record)
+  assert "images_per_sec" not in a[0] and all("images_per_sec" in r for r in a[1:])
 
 
 class _UnionOfHostSlices(run.Trainer):
@@ -275,6 +286,16 @@ def test_bn_stats_override_trains_and_evaluates(tmp_path, data_dir):
   assert all(0 <= results[k] <= 1 for k in ("top1", "knn_top1", "random_init_top1"))
   assert "linear top-1" in result.stdout and "random-init encoder" in result.stdout
   assert (workdir / "tensorboard").is_dir()
+  # The exported encoder, evaluated on its own by the same protocol, scores what the run did.
+  again = subprocess.run(
+      [sys.executable, "-m", "byol_jax.linear_eval", "--config=configs/linear_eval.py:tiny",
+       f"--config.encoder_dir={workdir / 'encoder'}", f"--workdir={tmp_path / 'eval'}",
+       f"--config.data_dir={data_dir}", "--config.eval.linear_epochs=1"],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  separate = json.loads((tmp_path / "eval" / "eval.json").read_text())
+  assert (separate["top1"], separate["knn_top1"]) == (results["top1"], results["knn_top1"])
+  assert f"linear top-1 {results['top1']:.4f}" in again.stdout
 
 
 # The smallest BYOL network the entry point trains (as train_helpers.small_config), to keep the
