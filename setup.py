@@ -23,8 +23,11 @@ setuptools.setup(
     install_requires=_requirements(),
     extras_require={
         # matplotlib: tests/test_reproduce.py checks the plots experiments/reproduce.py writes.
-        "test": ["pytest>=7", "matplotlib>=3.7"],
+        # hypothesis: property-based tests where the input space is wide (conv shapes).
+        "test": ["pytest>=7", "matplotlib>=3.7", "hypothesis>=6"],
         "experiments": ["matplotlib>=3.7"],
+        # Compiling for TPU topologies on any host (experiments/tpu_compile.py), and TPU VMs.
+        "tpu": ["jax[tpu]"],
         # Only experiments/bench_train_step.py's PyTorch baseline; never imported by byol_jax.
         "bench": ["torch==2.13.0"],
     },

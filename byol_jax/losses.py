@@ -6,6 +6,7 @@ batch (SimCLR's negatives), an `axis_name` names the mapped axis to gather over;
 """
 from typing import Optional
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -27,6 +28,8 @@ def byol_loss(prediction_1, prediction_2, target_1, target_2):
   The two directions are summed (as the official code does), not averaged: averaging halves the
   effective learning rate of the online network and costs accuracy.
   """
+  chex.assert_rank(prediction_1, 2)  # [batch, dim]: a stray axis would broadcast silently.
+  chex.assert_equal_shape([prediction_1, prediction_2, target_1, target_2])
   return jnp.mean(regression_loss(prediction_1, target_2) +
                   regression_loss(prediction_2, target_1))
 
@@ -46,6 +49,8 @@ def infonce_loss(z1, z2, temperature, axis_name: Optional[str] = None):
   each averaged over the local anchors; gradients flow through the gathered batch, so the pmean of
   per-replica gradients is the gradient of the global loss.
   """
+  chex.assert_rank(z1, 2)
+  chex.assert_equal_shape([z1, z2])
   z1, z2 = _l2_normalize(z1), _l2_normalize(z2)
   all_z1, offset = _global_batch(z1, axis_name)
   all_z2, _ = _global_batch(z2, axis_name)

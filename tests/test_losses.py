@@ -88,3 +88,12 @@ def test_collapse_metrics_tell_collapse_from_spread():
   m = losses.collapse_metrics(z, z + 0.1 * jnp.asarray(rng.normal(size=(256, 8))))
   assert float(m["positive_cosine"]) > 0.9 and abs(float(m["negative_cosine"])) < 0.1
   assert 0.8 < float(m["projection_std"]) < 1.2
+
+
+def test_losses_refuse_mismatched_shapes():
+  """A [batch, dim] against a [batch, 1, dim] would broadcast into a wrong loss, silently."""
+  x = jnp.ones((4, 8))
+  with pytest.raises(AssertionError):
+    losses.byol_loss(x, x, x[:, None], x)
+  with pytest.raises(AssertionError):
+    losses.infonce_loss(x, x[:2], temperature=0.1)

@@ -3,11 +3,15 @@ conv lowering and mixed precision."""
 import functools
 
 import haiku as hk
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from byol_jax import model
 from byol_jax import nets
 from byol_jax.nets import conv
 
@@ -57,6 +61,15 @@ _EXPECTED_COUNTS = {
 def test_resnet_parameter_count(depth, norm):
   params = _abstract_params(_resnet(depth=depth, norm=norm))
   assert _count(params) == _EXPECTED_COUNTS[(depth, norm != "none")]
+
+
+def test_parameter_counts_per_network():
+  """What a run prints once: the parameters of each top-level module."""
+  params = {"encoder/~/conv": {"w": np.zeros((3, 3, 3, 8))},
+            "encoder/~/bn": {"scale": np.zeros(8), "offset": np.zeros(8)},
+            "projector/~/linear": {"w": np.zeros((8, 4))},
+            "probe": {"w": np.zeros((8, 10)), "b": np.zeros(10)}}
+  assert model.parameter_counts(params) == {"encoder": 232, "projector": 32, "probe": 90}
 
 
 def test_module_paths_identical_for_every_norm_and_ws():
@@ -442,6 +455,21 @@ def test_matmul_conv_equals_lax_conv(size, kernel, stride, cin, cout):
   assert got[0].shape == want[0].shape
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
                                  atol=1e-4), got, want)
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 3), height=st.integers(1, 9), extra_width=st.integers(0, 2),
+       kernel=st.sampled_from([1, 3, 5, 7]), stride=st.sampled_from([1, 2]),
+       cin=st.integers(1, 6), cout=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_matmul_conv_equals_lax_conv_on_any_shape(batch, height, extra_width, kernel, stride, cin,
+                                                  cout, seed):
+  """Beyond the ResNet's shapes: SAME padding of any kernel, odd sizes, 1-pixel inputs."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(batch, height, height + extra_width, cin)).astype(np.float32)
+  w = rng.normal(size=(kernel, kernel, cin, cout)).astype(np.float32)
+  got, want = conv.matmul_conv2d(x, w, stride), conv.lax_conv2d(x, w, stride)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_conv_lowering_rule(monkeypatch):
