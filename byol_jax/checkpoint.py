@@ -2,7 +2,10 @@
 
 Each checkpoint is a step directory holding two orbax items: ``state`` (the
 train state pytree, stored as host numpy arrays) and ``metadata`` (a small JSON
-dict). Saves are synchronous, so when `save` returns the checkpoint is on disk.
+dict). With `async_save`, `save` returns once the state is on the host and the
+files are written by a background thread, so the devices train on while a
+checkpoint is written; the next save, `wait` and `close` wait for it. Without,
+the checkpoint is on disk when `save` returns.
 
 Atomicity comes from orbax: a step is written to
 ``<step>.orbax-checkpoint-tmp-<n>`` and renamed when complete (on GCS, where
@@ -151,7 +154,8 @@ class Checkpointer:
   restore.
   """
 
-  def __init__(self, directory: str | epath.PathLike, *, keep: int = 3):
+  def __init__(self, directory: str | epath.PathLike, *, keep: int = 3,
+               async_save: bool = False):
     self._directory = epath.Path(directory)
     self._manager = ocp.CheckpointManager(
         self._directory,
@@ -160,7 +164,8 @@ class Checkpointer:
             _METADATA: ocp.JsonCheckpointHandler(),
         },
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False),
+            max_to_keep=keep, create=True,
+            enable_async_checkpointing=async_save),
     )
 
   @property
@@ -262,6 +267,11 @@ class Checkpointer:
       raise _corrupt(path, step, steps, _describe(e)) from e
     return restored[_STATE], dict(restored[_METADATA])
 
+  def wait(self):
+    """Returns once every save started so far is complete on disk."""
+    self._manager.wait_until_finished()
+
   def close(self):
-    """Releases orbax's resources; the object is unusable afterwards."""
+    """Waits for a save in flight, then releases orbax's resources."""
+    self.wait()
     self._manager.close()

@@ -74,6 +74,8 @@ def base_config():
   c.log_every = 100
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  # True: a save returns once the state is on the host, and is written while training goes on.
+  c.async_checkpoints = True
   # A profile of steps [profile_first_step, + profile_steps) in WORKDIR/tensorboard; unset: none.
   c.profile_first_step = config_dict.placeholder(int)
   c.profile_steps = 5

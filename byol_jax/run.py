@@ -19,8 +19,9 @@ from byol_jax.data import pipeline
 from byol_jax.evaluation import protocol
 
 # Config keys that may change when a run is resumed without changing what it computes.
-_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "eval", "data_dir",
-                      "skip_corrupt_images", "profile_first_step", "profile_steps")
+_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "async_checkpoints",
+                      "eval", "data_dir", "skip_corrupt_images", "profile_first_step",
+                      "profile_steps")
 
 
 class NonFiniteError(FloatingPointError):
@@ -43,7 +44,8 @@ class Trainer:
     self.steps_per_epoch = max(self.info.num_train_examples // config.batch_size, 1)
     self.total_steps = train.total_steps(config, self.steps_per_epoch)
     self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                                keep=config.keep_checkpoints)
+                                                keep=config.keep_checkpoints,
+                                                async_save=config.async_checkpoints)
     self.writer = None  # Opened by train(), once the restored step is known.
     self.update = train.map_over_devices(train.make_update(
         config, num_classes=self.info.num_classes, steps_per_epoch=self.steps_per_epoch))
@@ -209,6 +211,7 @@ class Trainer:
         if stop or at_checkpoint:
           self._save(skipped)
       if stop:
+        self.checkpointer.wait()  # Exit only once the checkpoint is on disk.
         logging.warning("Stop requested (%s): saved step %d.", self._stop_reason, self.step)
         return False
     return True

@@ -96,6 +96,19 @@ def test_keeps_last_k_and_latest_step(tmp_path):
   assert ckpt_lib.Checkpointer(tmp_path).latest_step() == 4
 
 
+def test_async_save_returns_before_the_write_and_close_waits_for_it(tmp_path, monkeypatch):
+  """The state is on the host when save returns, so changing it afterwards changes nothing."""
+  checkpointer = ckpt_lib.Checkpointer(tmp_path, async_save=True)
+  state = {"x": np.arange(1000.0)}
+  assert checkpointer.save(1, state, {"position": 1})
+  state["x"][:] = -1  # The training loop's next step owns the arrays now.
+  checkpointer.save(2, {"x": np.full(1000, 2.0)}, {"position": 2})  # Waits for step 1's write.
+  checkpointer.close()
+  restored, _ = ckpt_lib.Checkpointer(tmp_path).restore({"x": np.zeros(1000)}, step=1)
+  np.testing.assert_array_equal(restored["x"], np.arange(1000.0))
+  assert ckpt_lib.Checkpointer(tmp_path).all_steps() == [1, 2]
+
+
 def test_existing_or_older_step_is_skipped_not_overwritten(saved):
   checkpointer = ckpt_lib.Checkpointer(saved)
   before = _snapshot(saved)
