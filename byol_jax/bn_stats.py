@@ -3,9 +3,9 @@
 One forward pass of the network with BN in training mode, over an augmented global batch, measures
 the per-channel mean mu_k and variance var_k at every BN k (encoder, projector and predictor). The
 trained network has no normalization; in place of each BN it keeps a trainable scale and offset
-(`affine`), set to gamma = gamma0 / sqrt(var_k + eps) and beta = -mu_k gamma, with gamma0 = 0 for the
-last norm of each residual block and 1 elsewhere. On that batch the affine network then reproduces
-the BN network exactly; afterwards no batch statistic is ever computed.
+(`affine`), set to gamma = gamma0 / sqrt(var_k + eps) and beta = -mu_k gamma, with gamma0 = 0
+for the last norm of each residual block and 1 elsewhere. On that batch the affine network then
+reproduces the BN network exactly; afterwards no batch statistic is ever computed.
 """
 import haiku as hk
 import jax

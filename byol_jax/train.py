@@ -3,13 +3,15 @@
 `per_replica_update` is written once for one replica's slice of the global batch. Every reduction
 that must span the global batch (gradient mean, cross-replica BN statistics, SimCLR negatives,
 metrics) names the mapped axis `model.AXIS`; `jax.pmap` over the local devices of every host then
-spans all devices of all hosts. One device with batch B and N devices with B/N each give the same numbers.
+spans all devices of all hosts. One device with batch B and N devices with B/N each give the same
+numbers.
 
-Target network and BN: the target is an EMA of the online parameters, xi <- tau xi + (1 - tau) theta,
-leaf by leaf, in the same step. As in the official BYOL code, the target runs its BN layers in
-training mode on its own views (batch statistics, never the online network's), and its BN moving
-averages are updated by its own forward passes, not averaged from the online network's. Those
-moving averages are used only if the target itself is evaluated; evaluation uses the online encoder.
+Target network and BN: the target is an EMA of the online parameters,
+xi <- tau xi + (1 - tau) theta, leaf by leaf, in the same step. As in the official BYOL code, the
+target runs its BN layers in training mode on its own views (batch statistics, never the online
+network's), and its BN moving averages are updated by its own forward passes, not averaged from
+the online network's. Those moving averages are used only if the target itself is evaluated;
+evaluation uses the online encoder.
 """
 import functools
 from typing import Any, NamedTuple, Optional

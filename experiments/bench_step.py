@@ -21,7 +21,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _load_config(spec):
   path, _, preset = spec.partition(":")
   namespace = {}
-  exec(compile(pathlib.Path(path).read_text(), path, "exec"), namespace)  # pylint: disable=exec-used
+  source = pathlib.Path(path).read_text()
+  exec(compile(source, path, "exec"), namespace)  # pylint: disable=exec-used
   return namespace["get_config"](preset)
 
 

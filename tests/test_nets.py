@@ -427,7 +427,7 @@ def test_resnet_argument_errors(kwargs, fragments):
     assert fragment in str(e.value)
 
 
-# Conv lowering (issue #8): on CPU some convs are matmuls, with lax's results.
+# Conv lowering: on CPU some convs are matmuls, with lax's results.
 
 # (input size, kernel, stride, input channels, output channels), input H x W
 # is size x (size + 1): the ImageNet stem, the 3x3 and 1x1 convs of both
@@ -525,7 +525,7 @@ def test_layers_reproduce_haiku_layers_exactly(kind, monkeypatch):
   np.testing.assert_array_equal(ours.apply(params, x), haiku.apply(params, x))
 
 
-# Mixed precision (issue #9): float32 parameters, compute in the input dtype.
+# Mixed precision: float32 parameters, compute in the input dtype.
 
 _F32_MODULES = {"BatchNorm", "ExponentialMovingAverage", "_GroupNorm", "_Affine"}
 
