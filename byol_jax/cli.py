@@ -18,11 +18,11 @@ from byol_jax import checkpoint
 from byol_jax import config as config_lib
 from byol_jax import files
 from byol_jax import run
-from byol_jax.data import pipeline
+from byol_jax.data import sources
 
 # Errors whose message says all a user needs: no traceback.
-EXPECTED_ERRORS = (config_lib.ConfigError, pipeline.DatasetError, pipeline.DatasetNotFoundError,
-                   pipeline.CorruptImageError, checkpoint.CheckpointError, run.NonFiniteError)
+EXPECTED_ERRORS = (config_lib.ConfigError, sources.DatasetError, sources.DatasetNotFoundError,
+                   sources.CorruptImageError, checkpoint.CheckpointError, run.NonFiniteError)
 _OWN_CODE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Library warnings that concern the library's own code, not the run.
 _LIBRARY_NOISE = ("is deprecated and will be removed",)

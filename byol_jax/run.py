@@ -16,6 +16,7 @@ from byol_jax import metric_writer
 from byol_jax import model
 from byol_jax import train
 from byol_jax.data import pipeline
+from byol_jax.data import sources
 from byol_jax.evaluation import protocol
 
 # Config keys that may change when a run is resumed without changing what it computes.
@@ -36,7 +37,7 @@ class Trainer:
     self.workdir = workdir
     pipeline.per_device_batch_size(config.batch_size, jax.process_count(),
                                    jax.local_device_count(), name="config.batch_size")
-    self.info = pipeline.dataset_info(config.dataset, config.data_dir,
+    self.info = sources.dataset_info(config.dataset, config.data_dir,
                                       skip_corrupt=config.skip_corrupt_images)
     if self.info.num_classes == 1:
       logging.warning("%s has a single class: the probe's and the evaluation's top-1 are 1.0 "

@@ -128,7 +128,8 @@ def main():
            f"`python experiments/bench_host_loop.py --repos=... --steps={args.steps} "
            f"--repeats={args.repeats}`: ResNet-18 at width 1/4, 8 px, global batch 8; the rate of "
            "each run's last half. GN + WS (configs/byol_gn_ws.py:tiny).", "",
-           "| commit | steps/s (median) | ms/step | images/s per run |", "| --- | --- | --- | --- |"]
+           "| commit | steps/s (median) | ms/step | images/s per run |",
+           "| --- | --- | --- | --- |"]
   for row in rows:
     lines.append(f"| {row['commit']} | {row['median_steps_per_sec']:.2f} | "
                  f"{1000 / row['median_steps_per_sec']:.1f} | "

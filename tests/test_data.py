@@ -9,8 +9,11 @@ tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from byol_jax.data import crops
 from byol_jax.data import embedded
 from byol_jax.data import pipeline
+from byol_jax.data import seeds
+from byol_jax.data import sources
 
 # Fake ImageNet whose examples are identified by their label (= index in the split), so tests can
 # see which examples each host and each batch got.
@@ -108,13 +111,13 @@ def test_hosts_read_disjoint_shards(fake_imagenet, shuffle_buffer):
 
 
 def test_crop_min_area_reaches_the_crop_sampler(fake_imagenet, monkeypatch):
-  sampler, seen = pipeline._random_window, []  # pylint: disable=protected-access
+  sampler, seen = crops.random_window, []
 
   def recorded(shape, seed, min_area):
     seen.append(min_area)
     return sampler(shape, seed, min_area)
 
-  monkeypatch.setattr(pipeline, "_random_window", recorded)
+  monkeypatch.setattr(crops, "random_window", recorded)
   next(_pretrain(crop_min_area=0.5))
   assert seen and set(seen) == {0.5}
 
@@ -160,13 +163,13 @@ def test_linear_train_batches_are_random_crops_of_labelled_examples(fake_imagene
 
 
 def test_not_prepared_datasets_say_how_to_prepare_them(tmp_path):
-  with pytest.raises(pipeline.DatasetNotFoundError, match="cifar10") as error:
+  with pytest.raises(sources.DatasetNotFoundError, match="cifar10") as error:
     _pretrain(dataset="cifar10", data_dir=str(tmp_path))
   assert str(tmp_path) in str(error.value) and "tfds build cifar10" in str(error.value)
-  with pytest.raises(pipeline.DatasetNotFoundError, match="manual"):
-    pipeline.dataset_info("imagenet2012", str(tmp_path))
+  with pytest.raises(sources.DatasetNotFoundError, match="manual"):
+    sources.dataset_info("imagenet2012", str(tmp_path))
   with pytest.raises(ValueError, match="Unknown dataset"):
-    pipeline.dataset_info("no_such_dataset", str(tmp_path))
+    sources.dataset_info("no_such_dataset", str(tmp_path))
 
 
 @pytest.fixture(name="shapes_dir", scope="module")
@@ -176,8 +179,8 @@ def _shapes_dir_fixture(tmp_path_factory):
 
 
 def test_embedded_dataset_generates_itself_and_loads_offline(shapes_dir):
-  info = pipeline.dataset_info(embedded.NAME, shapes_dir)
-  assert info == pipeline.DatasetInfo(10_000, 10, "train", "train", "test")
+  info = sources.dataset_info(embedded.NAME, shapes_dir)
+  assert info == sources.DatasetInfo(10_000, 10, "train", "train", "test")
   assert os.path.isdir(os.path.join(shapes_dir, embedded.NAME))
   batches = list(pipeline.eval_batches(dataset=embedded.NAME, data_dir=shapes_dir,
                                        split="test", batch_size=512, image_size=32))
@@ -218,8 +221,8 @@ def test_labelled_folder_dataset(tmp_path):
   _write_images(tmp_path / "dog", [f"{i}.jpg" for i in range(4)])
   (tmp_path / "notes.txt").write_text("not an image")
   dataset = f"folder:{tmp_path}"
-  info = pipeline.dataset_info(dataset, None)
-  assert info == pipeline.DatasetInfo(9, 2, "all[:90%]", "all[:90%]", "all[90%:]")
+  info = sources.dataset_info(dataset, None)
+  assert info == sources.DatasetInfo(9, 2, "all[:90%]", "all[:90%]", "all[90%:]")
 
   batches = _take(_pretrain(dataset=dataset, split=info.pretrain_split, local_device_count=2), 4)
   assert batches[0]["view1"].shape == (2, 4, 16, 16, 3)
@@ -240,7 +243,7 @@ def test_labelled_folder_dataset(tmp_path):
 def test_flat_folder_is_for_pretraining_only(tmp_path):
   _write_images(tmp_path, ["a.png", "b.jpg", "c.png"])
   dataset = f"folder:{tmp_path}"
-  assert pipeline.dataset_info(dataset, None) == pipeline.DatasetInfo(3, 0, "all", None, None)
+  assert sources.dataset_info(dataset, None) == sources.DatasetInfo(3, 0, "all", None, None)
   batch = next(_pretrain(dataset=dataset, split="all", global_batch_size=4))
   np.testing.assert_array_equal(batch["label"], -1)
   with pytest.raises(ValueError, match="pretraining only"):
@@ -255,9 +258,9 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
   bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
   dataset = f"folder:{tmp_path}"
 
-  with pytest.raises(pipeline.CorruptImageError, match="broken.jpg"):
+  with pytest.raises(sources.CorruptImageError, match="broken.jpg"):
     _take(_pretrain(dataset=dataset, split="all", global_batch_size=2), 3)
-  with pytest.raises(pipeline.CorruptImageError, match=str(bad)):
+  with pytest.raises(sources.CorruptImageError, match=str(bad)):
     list(pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
                                image_size=16))
 
@@ -276,10 +279,10 @@ def test_folder_files_that_are_not_images_are_found_up_front(tmp_path):
   (tmp_path / "b" / "empty.png").write_bytes(b"")
   (tmp_path / "a" / "text.jpg").write_text("a text file, named .jpg")
   dataset = f"folder:{tmp_path}"
-  with pytest.raises(pipeline.CorruptImageError, match=r"2 of the 6 files .*empty\.png") as info:
-    pipeline.dataset_info(dataset, None)
+  with pytest.raises(sources.CorruptImageError, match=r"2 of the 6 files .*empty\.png") as info:
+    sources.dataset_info(dataset, None)
   assert "text.jpg" in str(info.value) and "skip_corrupt_images=true" in str(info.value)
-  info = pipeline.dataset_info(dataset, None, skip_corrupt=True)
+  info = sources.dataset_info(dataset, None, skip_corrupt=True)
   assert (info.num_left_out, info.num_classes) == (2, 2)
   batches = list(pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
                                        image_size=16, skip_corrupt=True))
@@ -289,7 +292,7 @@ def test_folder_files_that_are_not_images_are_found_up_front(tmp_path):
 def _crop_windows(height, width, *, n, min_area):
   """[n, 4] windows (y, x, h, w) of the pipeline's crop sampler, one seed per draw."""
   shape = tf.constant([height, width, 3])
-  sampler, seed = pipeline._random_window, pipeline._seed  # pylint: disable=protected-access
+  sampler, seed = crops.random_window, seeds.of
   windows = tf.data.Dataset.range(n).map(lambda i: sampler(shape, seed(7, i), min_area))
   return np.stack(list(windows.as_numpy_iterator()))
 

@@ -1,8 +1,9 @@
 """Input data: host pipelines (tfds + tf.data) and on-device augmentation (pure JAX).
 
 Only the TensorFlow-free augmentation API is imported here, so accelerator machines without
-TensorFlow can use it. The host pipeline and the embedded dataset need TensorFlow and are imported
-explicitly: `from byol_jax.data import pipeline`.
+TensorFlow can use it. The host pipeline (`sources` -> `crops` -> `pipeline`, seeded by `seeds`)
+and the embedded dataset need TensorFlow and are imported explicitly:
+`from byol_jax.data import pipeline`.
 """
 from byol_jax.data.augment import augment_unnormalized
 from byol_jax.data.augment import augment_view

@@ -12,6 +12,7 @@ import numpy as np
 from byol_jax import config as config_lib
 from byol_jax import export
 from byol_jax.data import pipeline
+from byol_jax.data import sources
 from byol_jax.evaluation import knn
 from byol_jax.evaluation import linear
 
@@ -34,7 +35,7 @@ def _identity(x):
 def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, seed=0,
                       skip_corrupt=False):
   """{'top1', 'top5', 'knn_top1', ...} of one frozen encoder on `dataset`'s train/test splits."""
-  info = pipeline.dataset_info(dataset, data_dir, skip_corrupt=skip_corrupt)
+  info = sources.dataset_info(dataset, data_dir, skip_corrupt=skip_corrupt)
   e = eval_config
 
   def batches(split):
