@@ -37,6 +37,8 @@ def base_config():
   c.depth = 50
   c.width = 1.0  # Float, so that the CPU fractions 0.25 and 0.5 are valid overrides.
   c.stem = "imagenet"
+  # Recompute the encoder blocks' activations in the backward pass: less memory, more FLOPs.
+  c.remat_blocks = False
   # Init, as the official code and the paper: Haiku's default conv init (variance 1 / fan_in) and
   # scale 1 in every norm. `he` and True are the torchvision / Goyal et al. choices.
   c.conv_init = "haiku"

@@ -51,8 +51,12 @@ def _norm_options(config, bn_stats_pass):
       bn_decay_rate=0.0 if bn_stats_pass else 0.9)
 
 
-def encoder_fn(config, *, bn_stats_pass=False):
-  """(images, is_training) -> embedding, in config.compute_dtype; call inside hk.transform."""
+def encoder_fn(config, *, bn_stats_pass=False, remat_blocks=False):
+  """(images, is_training) -> embedding, in config.compute_dtype; call inside hk.transform.
+
+  `remat_blocks` (training only: it changes memory and FLOPs, not the function) recomputes each
+  block's activations in the backward pass.
+  """
   norm = _encoder_norm(config, bn_stats_pass)
   compute_dtype = jnp.dtype(config.compute_dtype)
 
@@ -64,7 +68,7 @@ def encoder_fn(config, *, bn_stats_pass=False):
         conv_init=config.conv_init,
         # The modified init's gamma0 is 0 for the last norm of each block, by its definition.
         zero_init_last_norm=bn_stats_pass or config.zero_init_last_norm,
-        name="encoder", **_norm_options(config, bn_stats_pass))(
+        remat_blocks=remat_blocks, name="encoder", **_norm_options(config, bn_stats_pass))(
             images.astype(compute_dtype), is_training)
 
   return encoder
@@ -78,7 +82,7 @@ def network_fn(config, *, bn_stats_pass=False):
   """
   _, projector_norm, predictor_norm = network_norms(config, bn_stats_pass=bn_stats_pass)
   common = _norm_options(config, bn_stats_pass)
-  encoder = encoder_fn(config, bn_stats_pass=bn_stats_pass)
+  encoder = encoder_fn(config, bn_stats_pass=bn_stats_pass, remat_blocks=config.remat_blocks)
 
   def forward(images, is_training):
     embedding = encoder(images, is_training)

@@ -72,6 +72,23 @@ def test_parameter_counts_per_network():
   assert model.parameter_counts(params) == {"encoder": 232, "projector": 32, "probe": 90}
 
 
+@pytest.mark.slow  # Compiles ResNet-18's gradient twice over (about a minute on 2 cores).
+def test_remat_blocks_keep_the_numbers_and_recompute_in_the_backward_pass():
+  """The same gradients; the backward pass of each block runs its forward again."""
+  x = jax.random.normal(_RNG, (2, 8, 8, 3))
+  plain, remat = (_resnet(depth=18, width=0.25, stem="cifar", norm="gn", remat_blocks=r)
+                  for r in (False, True))
+  params, state = plain.init(_RNG, x, True)
+
+  def loss(f):
+    return lambda p: jnp.sum(f.apply(p, state, None, x, True)[0] ** 2)
+
+  both = jax.jit(lambda p: (jax.grad(loss(remat))(p), jax.grad(loss(plain))(p)))  # One compile.
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6), *both(params))
+  count = lambda f: str(jax.make_jaxpr(jax.grad(loss(f)))(params)).count("remat")
+  assert count(plain) == 0 and count(remat) == 8  # One per block of ResNet-18.
+
+
 def test_module_paths_identical_for_every_norm_and_ws():
   paths = {
       (norm, ws): sorted(_abstract_params(

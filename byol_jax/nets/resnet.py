@@ -99,7 +99,8 @@ class ResNet(hk.Module):
   def __init__(self, depth=50, width=1, stem="imagenet", norm="bn",
                weight_standardization=False, gn_groups=16,
                bn_cross_replica_axis=None, bn_decay_rate=0.9,
-               conv_init="haiku", zero_init_last_norm=False, name=None):
+               conv_init="haiku", zero_init_last_norm=False, remat_blocks=False,
+               name=None):
     """Builds the network.
 
     Args:
@@ -117,6 +118,9 @@ class ResNet(hk.Module):
       zero_init_last_norm: start each block's last norm scale at 0, so every
         block starts as the identity (Goyal et al.). The BYOL paper's results
         used scale 1 everywhere (the official README says so).
+      remat_blocks: recompute each block's activations in the backward pass
+        instead of keeping them (hk.remat): less memory for more FLOPs, the
+        same numbers.
       name: module name.
 
     Raises:
@@ -144,6 +148,7 @@ class ResNet(hk.Module):
         bn_decay_rate=bn_decay_rate)
 
     self._stem = stem
+    self._remat_blocks = remat_blocks
     stem_kernel, stem_stride = (7, 2) if stem == "imagenet" else (3, 1)
     self._stem_conv = conv(int(64 * width), kernel_shape=stem_kernel,
                            stride=stem_stride, name="stem_conv")
@@ -169,5 +174,5 @@ class ResNet(hk.Module):
       x = hk.max_pool(x, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1),
                       padding="SAME")
     for block in self._blocks:
-      x = block(x, is_training)
+      x = (hk.remat(block, static_argnums=1) if self._remat_blocks else block)(x, is_training)
     return jnp.mean(x, axis=(1, 2))
