@@ -1,0 +1,234 @@
+r"""Compiles the real train step for a TPU topology on a CPU host, and reports what it costs there.
+
+No TPU is needed: libtpu (`pip install -e ".[tpu]"`) compiles for abstract devices that
+`jax.experimental.topologies` describes. The step is the one `byol_jax.main` runs
+(`train.map_over_devices(train.make_update(...))`, donated state, on-device augmentation), lowered
+on shape-only inputs. For each row it reports the compile time, XLA's FLOPs per image, the
+per-device memory against the chip's HBM (arguments, outputs, temporaries, and what donation
+aliases), and the images/s per chip that 100% and 40% of the chip's bf16 peak would give.
+
+    python experiments/tpu_compile.py --rows=bn_v3_512                  # one row of ROWS
+    python experiments/tpu_compile.py --rows=all                        # every row (hours here)
+    python experiments/tpu_compile.py --rows=bn_v4_8 --search_batch     # + the largest batch
+
+Prints a Markdown table and writes it, with its JSON, to experiments/results/tpu_compile.{md,json}
+(--output); rows already there and not rerun are kept. Only one process may hold libtpu at a time.
+"""
+import argparse
+import collections
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results"
+GIB = 2**30
+
+# One JAX device of each generation: HBM and peak bf16 FLOP/s (Cloud TPU's published figures), and
+# devices per chip (v3: one per core, two cores a chip; v4 megacore and v5e: one per chip).
+Chip = collections.namedtuple("Chip", "hbm_gib peak_tflops devices_per_chip")
+CHIPS = {"v3": Chip(16, 61.5, 2), "v4": Chip(32, 275.0, 1), "v5e": Chip(16, 197.0, 1)}
+
+_SINGLE_HOST = dict(chips_per_host_bounds=(2, 2, 1), num_slices=1)
+# Slice name -> get_topology_desc arguments (v4 as megacore: one device per chip).
+TOPOLOGIES = {
+    "v3-8": dict(topology_name="v3:2x2"),
+    "v3-512": dict(topology_name="v3:16x16"),
+    "v4-8": dict(topology_name="v4:2x2x1", chip_config_name="megacore", wrap=(False,) * 3,
+                 **_SINGLE_HOST),
+    "v4-32": dict(topology_name="v4:2x2x4", chip_config_name="megacore", wrap=(False, False, True),
+                  **_SINGLE_HOST),
+    "v4-64": dict(topology_name="v4:2x4x4", chip_config_name="megacore", wrap=(False, True, True),
+                  **_SINGLE_HOST),
+    "v5e-4": dict(topology_name="v5e:2x2", wrap=(False,) * 3, **_SINGLE_HOST),
+    "v5e-16": dict(topology_name="v5e:4x4", wrap=(False,) * 3, **_SINGLE_HOST),
+}
+
+Row = collections.namedtuple("Row", "config topology per_device_batch overrides")
+# The paper's configs at the paper's global batch 4096 on v3-512 (8 per core), and at 128 per chip
+# on v4 and v5e slices; float32, rematerialized blocks, and ResNet-50 2x and 4x beside them.
+ROWS = {
+    "bn_v3_512": Row("byol", "v3-512", 8, {}),
+    "gn_ws_v3_512": Row("byol_gn_ws", "v3-512", 8, {}),
+    "bn_stats_v3_512": Row("byol_bn_stats", "v3-512", 8, {}),
+    "simclr_v3_512": Row("simclr", "v3-512", 8, {}),
+    "bn_v4_32": Row("byol", "v4-32", 128, {}),
+    "bn_v4_64": Row("byol", "v4-64", 128, {}),
+    "gn_ws_v4_64": Row("byol_gn_ws", "v4-64", 128, {}),
+    "bn_v5e_16": Row("byol", "v5e-16", 128, {}),
+    "bn_float32_v4_64": Row("byol", "v4-64", 128, {"compute_dtype": "float32"}),
+    "bn_remat_v3_512": Row("byol", "v3-512", 8, {"remat_blocks": True}),
+    "bn_remat_v4_64": Row("byol", "v4-64", 128, {"remat_blocks": True}),
+    "bn_width2_v4_64": Row("byol", "v4-64", 64, {"width": 2.0}),
+    "bn_width4_v4_64": Row("byol", "v4-64", 32, {"width": 4.0}),
+}
+
+
+def load_config(name, overrides):
+  """configs/<name>.py's config with `overrides` set, validated."""
+  from byol_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("")
+  config.update(overrides)
+  return config_lib.validate(config)
+
+
+def topology_devices(slice_name):
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  return topologies.get_topology_desc(platform="tpu", **TOPOLOGIES[slice_name]).devices
+
+
+def _per_device(tree, num_devices):
+  """Shape-only stand-ins of `tree` with a leading device axis, as the mapped step takes them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct((num_devices,) + x.shape, x.dtype), tree)
+
+
+def compile_step(config, devices, per_device_batch, *, num_classes=1000, steps_per_epoch=312):
+  """Lowers and compiles the train step of `config` for `devices`; (compiled, state bytes/device).
+
+  The state and batch are shape-only: nothing is materialised, so any size compiles on a CPU host.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from byol_jax import train  # pylint: disable=g-import-not-at-top
+  size = config.image_size
+  state = jax.eval_shape(lambda: train.init_state(
+      config, jax.random.PRNGKey(0), image_shape=(size, size, 3), num_classes=num_classes,
+      steps_per_epoch=steps_per_epoch))
+  batch = {"view1": jax.ShapeDtypeStruct((per_device_batch, size, size, 3), np.uint8),
+           "view2": jax.ShapeDtypeStruct((per_device_batch, size, size, 3), np.uint8),
+           "label": jax.ShapeDtypeStruct((per_device_batch,), np.int32),
+           "index": jax.ShapeDtypeStruct((per_device_batch,), np.int32)}
+  update = train.map_over_devices(
+      train.make_update(config, num_classes=num_classes, steps_per_epoch=steps_per_epoch),
+      devices=devices)
+  compiled = update.lower(_per_device(state, len(devices)),
+                          _per_device(batch, len(devices))).compile()
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+  return compiled, state_bytes
+
+
+def measure(config, slice_name, per_device_batch):
+  """One row's numbers: compile time, FLOPs per image, memory per device, images/s per chip."""
+  devices = topology_devices(slice_name)
+  chip = CHIPS[slice_name.split("-")[0]]
+  start = time.perf_counter()
+  compiled, state_bytes = compile_step(config, devices, per_device_batch)
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  memory = compiled.memory_analysis()
+  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+          - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  flops_per_image = cost["flops"] / per_device_batch
+  images_per_s_chip = chip.peak_tflops * 1e12 * chip.devices_per_chip / flops_per_image
+  return {
+      "devices": len(devices), "per_device_batch": per_device_batch,
+      "global_batch": per_device_batch * len(devices), "compile_s": round(compile_s, 1),
+      "gflop_per_image": flops_per_image / 1e9,
+      "argument_gib": memory.argument_size_in_bytes / GIB,
+      "output_gib": memory.output_size_in_bytes / GIB,
+      "alias_gib": memory.alias_size_in_bytes / GIB, "temp_gib": memory.temp_size_in_bytes / GIB,
+      "peak_gib": peak / GIB, "hbm_gib": chip.hbm_gib, "state_gib": state_bytes / GIB,
+      # Donation works when the whole state is aliased to the new state: nothing is copied.
+      "state_donated": memory.alias_size_in_bytes >= state_bytes,
+      "images_per_s_per_chip_at_100pct": images_per_s_chip,
+      "images_per_s_per_chip_at_40pct": 0.4 * images_per_s_chip,
+  }
+
+
+def largest_batch(config, slice_name, start, max_doublings=4):
+  """The largest per-device batch in start x 2^k that compiles within HBM (None if start fails)."""
+  fits = None
+  batch = start
+  for _ in range(max_doublings + 1):
+    try:
+      result = measure(config, slice_name, batch)
+    except Exception as e:  # pylint: disable=broad-except; XLA raises its own error class.
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      return fits
+    if result["peak_gib"] > result["hbm_gib"]:
+      return fits
+    fits, batch = batch, batch * 2
+  return fits
+
+
+def table(records):
+  header = ("| row | topology | devices | per-device batch | global batch | compile (s) | "
+            "GFLOP / image | peak GiB / device (of HBM) | args / temp / aliased GiB | "
+            "state donated | images/s per chip at 100% / 40% of bf16 peak | largest batch |")
+  lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+  for r in records:
+    lines.append(
+        f"| {r['row']} | {r['topology']} | {r['devices']} | {r['per_device_batch']} | "
+        f"{r['global_batch']} | {r['compile_s']:.0f} | {r['gflop_per_image']:.1f} | "
+        f"{r['peak_gib']:.2f} of {r['hbm_gib']} | {r['argument_gib']:.2f} / {r['temp_gib']:.2f} "
+        f"/ {r['alias_gib']:.2f} | {'yes' if r['state_donated'] else 'NO'} | "
+        f"{r['images_per_s_per_chip_at_100pct']:.0f} / {r['images_per_s_per_chip_at_40pct']:.0f} "
+        f"| {r.get('largest_per_device_batch') or '–'} |")
+  return "\n".join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--rows", default="bn_v3_512",
+                      help=f"comma-separated rows of {sorted(ROWS)}, or 'all'")
+  parser.add_argument("--search_batch", action="store_true",
+                      help="also search the largest per-device batch (doubling; a compile each)")
+  parser.add_argument("--output", default=str(RESULTS / "tpu_compile"),
+                      help="path prefix of the .md and .json written")
+  args = parser.parse_args()
+  names = sorted(ROWS) if args.rows == "all" else args.rows.split(",")
+  unknown = sorted(set(names) - set(ROWS))
+  if unknown:
+    sys.exit(f"Unknown rows {unknown}; choose from {sorted(ROWS)} or 'all'.")
+  import jax  # pylint: disable=g-import-not-at-top
+  import libtpu  # pylint: disable=g-import-not-at-top
+  output = pathlib.Path(args.output)
+  for name in names:
+    row = ROWS[name]
+    config = load_config(row.config, row.overrides)
+    print(f"[tpu_compile] {name}: compiling configs/{row.config}.py {row.overrides} for "
+          f"{row.topology} at {row.per_device_batch} per device...", flush=True)
+    record = {"row": name, "config": row.config, "overrides": row.overrides,
+              "topology": row.topology, **measure(config, row.topology, row.per_device_batch)}
+    if args.search_batch:
+      record["largest_per_device_batch"] = largest_batch(config, row.topology,
+                                                         row.per_device_batch)
+    print(table([record]).splitlines()[-1], flush=True)
+    # Written after every row, so that a long list interrupted keeps the rows it finished.
+    records = _merged([record], output.with_suffix(".json"))
+    text = (f"# The train step compiled for TPU topologies on a CPU host\n\n"
+            f"`python experiments/tpu_compile.py --rows=ROW[,ROW...]` (rows run one or a few at a "
+            f"time; each keeps its own compile time) on {machine.cpu_name()} "
+            f"({os.cpu_count()} cores), jax {jax.__version__}, libtpu "
+            f"{getattr(libtpu, '__version__', '?')}. Memory and FLOPs are XLA's own analysis of "
+            "the compiled per-device program; images/s per chip is the chip's bf16 peak divided "
+            "by the FLOPs per image (both views, online and target networks, backward pass).\n\n"
+            + table(records) + "\n")
+    output.with_suffix(".md").write_text(text)
+    output.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
+  print(text)
+
+
+def _merged(records, path):
+  """The rows already in `path` (JSON) with those of this run replacing theirs, in ROWS order."""
+  previous = json.loads(path.read_text()) if path.exists() else []
+  by_row = {r["row"]: r for r in previous} | {r["row"]: r for r in records}
+  return [by_row[name] for name in ROWS if name in by_row]
+
+
+if __name__ == "__main__":
+  main()
