@@ -5,8 +5,8 @@ r"""How far a CPU-scale encoder can get on shapes10 with labels, and where a ran
 Trains the config's encoder (BN in training mode, as BYOL's online network) with a linear head
 and cross-entropy on the labels, for as many steps and the same batch as the config's BYOL run
 (Adam, lr 1e-3, random flips and shifts), and prints its test top-1. With --floor it also
-prints the tiny protocol's linear and kNN top-1 of the same encoder at random init (what every
-BYOL run reports as its step-0 baseline). A dataset change is worth a BYOL run only when the
+prints the tiny protocol's linear and kNN top-1 of the same encoder at random init, as every
+BYOL run evaluates its step-0 encoder (this script's draw of the weights differs from a run's). A dataset change is worth a BYOL run only when the
 first is high and the second low.
 """
 import sys
@@ -23,6 +23,7 @@ import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from byol_jax import model  # pylint: disable=g-import-not-at-top
+from byol_jax import train
 from byol_jax.data import augment
 from byol_jax.data import embedded
 from byol_jax.evaluation import protocol
@@ -47,7 +48,8 @@ def main(argv):
   c = _CONFIG.value
   train_x, train_y = embedded.generate(embedded.SPLIT_SIZES["train"], embedded._SPLIT_SEEDS["train"])  # pylint: disable=protected-access
   test_x, test_y = embedded.generate(embedded.SPLIT_SIZES["test"], embedded._SPLIT_SEEDS["test"])  # pylint: disable=protected-access
-  steps = _STEPS.value or c.max_steps or c.epochs * len(train_x) // c.batch_size
+  steps = _STEPS.value if _STEPS.value is not None else (
+      c.max_steps or c.epochs * len(train_x) // c.batch_size)
   c.bn_cross_replica = False  # One device, no mapped axis: the batch's own statistics.
   encoder = model.encoder_fn(c)
 
@@ -56,7 +58,8 @@ def main(argv):
     return hk.Linear(len(embedded.CLASS_NAMES), name="head")(features)
 
   net = hk.transform_with_state(forward)
-  params, state = net.init(jax.random.PRNGKey(c.seed), train_x[:2], True)
+  # As a BYOL run's step 0: BN's moving averages reset, so evaluation-mode BN is the identity.
+  params, state = train.init_network(net, jax.random.PRNGKey(c.seed), train_x[:2])
   if _FLOOR.value:
     floor = protocol.evaluate_features(
         model.make_embed_fn(c, params, state), dataset=c.dataset, data_dir=c.data_dir,
