@@ -14,9 +14,9 @@ experiments/results/table<N>_<scale>.md and PNG plots of the loss, the online pr
 the positive/negative cosine similarity over training, averaged over seeds.
 
 `--scale=cpu` runs each config's `tiny` preset (ResNet-18 at width 1/2, 32 px, 4 epochs of the
-embedded shapes10 dataset; about 3.5 minutes a run on 2 cores); `--scale=full` runs the config
-files unchanged (ResNet-50, ImageNet, batch 4096, 1000 epochs for Table 2 and 300 for Table 1,
-as in the paper).
+embedded shapes10 dataset; 5 to 10 minutes a run on 2 cores, with other work beside it);
+`--scale=full` runs the config files unchanged (ResNet-50, ImageNet, batch 4096, 1000 epochs for
+Table 2 and 300 for Table 1, as in the paper).
 """
 import argparse
 import collections

@@ -39,6 +39,18 @@ def test_paper_hyper_parameters():
   assert load("simclr").method == "simclr"
 
 
+@pytest.mark.parametrize("name", TRAINING_CONFIGS)
+def test_tiny_preset_jitters_colour_harder_and_the_paper_configs_do_not(name):
+  for view in ("view1", "view2"):
+    tiny, paper = load(name, "tiny")[view], load(name)[view]
+    assert (tiny.brightness, tiny.contrast, tiny.saturation, tiny.hue) == (0.8, 0.8, 0.8, 0.5)
+    assert (paper.brightness, paper.contrast, paper.saturation, paper.hue) == (0.4, 0.4, 0.2, 0.1)
+    # Only the jitter's strength changes: its probability, blur and solarization stay the paper's.
+    assert {k: v for k, v in tiny.items() if k not in ("brightness", "contrast", "saturation",
+                                                       "hue")} == {
+        k: v for k, v in paper.items() if k not in ("brightness", "contrast", "saturation", "hue")}
+
+
 def test_heads_follow_the_encoder_norm_unless_set():
   config = load("byol")
   config.norm = "ln"

@@ -208,6 +208,19 @@ def test_embedded_dataset_is_not_linearly_separable_from_raw_pixels(shapes_dir):
   assert accuracy < 0.2, accuracy
 
 
+def test_embedded_colours_vary_across_each_image():
+  """Two crops of one image see different colours: colour cannot match the views of a pair."""
+  images = embedded.generate(500, seed=0)[0].astype(np.float32) / 255
+  corners = [images[:, rows, cols].mean(axis=(1, 2))
+             for rows, cols in ((np.s_[:4], np.s_[:4]), (np.s_[-4:], np.s_[-4:]),
+                                (np.s_[:4], np.s_[-4:]), (np.s_[-4:], np.s_[:4]))]
+  # The larger of the two diagonals' colour differences, in the channel where it is largest
+  # (about 0.05 with one colour per image plus stripes and noise, as shapes10 v2).
+  difference = np.maximum(np.abs(corners[0] - corners[1]).max(-1),
+                          np.abs(corners[2] - corners[3]).max(-1))
+  assert difference.mean() > 0.3, difference.mean()
+
+
 def _write_images(folder, names, size=(20, 28)):
   os.makedirs(folder, exist_ok=True)
   for i, name in enumerate(names):

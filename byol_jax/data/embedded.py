@@ -2,12 +2,16 @@
 
 It lets the quick start, the tests and the CPU-scale reproduction run the real tfds/tf.data input
 path (PNG records, decode, crops) without any download. Each image shows one of ten shapes (the
-label) with a random colour, size, aspect, rotation and a small random shift, on a striped, noisy
-background of another random colour. Colour carries no label information, so colour-jitter
-invariance pays off, and pose and colour vary too much for a linear classifier on raw pixels
-(tests/test_data.py: ridge regression on the pixels stays near chance). Version 2 draws the
-shapes larger and nearer the centre than version 1, so that a few hundred supervised steps learn
-them.
+label) with a random size, aspect, rotation and a small random shift. Colour carries no label
+information and differs between two crops of one image: the background runs across the image
+between two random colours (plus faint stripes), the shape's colour is the local background's
+shifted by a random amount in every channel, and a few small discs of random colour lie anywhere
+on top. So matching two views by their colours works poorly and the shape is the cue they share
+best, colour and clutter are nuisances for a random network's features, and pose and colour vary
+too much for a linear classifier on raw pixels
+(tests/test_data.py: ridge regression on the pixels stays near chance). Version 2 drew the
+shapes larger and nearer the centre than version 1; version 3 added the colour fields and the
+clutter (version 2 had one colour per image, shared by every crop).
 
 Generation is deterministic (fixed seeds) vectorised numpy; the tfds build also PNG-encodes and
 writes the records, in seconds.
@@ -23,6 +27,7 @@ SPLIT_SIZES = {"train": 10_000, "test": 2_000}
 _SPLIT_SEEDS = {"train": 0, "test": 1}
 _SUPERSAMPLE = 2  # Anti-aliasing: shapes are drawn at 2x and box-filtered down.
 _CHUNK = 1_000  # Images generated per vectorised step, to bound memory.
+_CLUTTER = 4  # Random small discs per image.
 
 
 def _triangle(u, v):
@@ -75,21 +80,30 @@ def _draw(labels, rng):
     inside[chosen] = inside_fn(u[chosen], v[chosen])
   alpha = inside.reshape(n, size, _SUPERSAMPLE, size, _SUPERSAMPLE, 1).mean(axis=(2, 4))
 
-  # Background: a random colour striped towards a second one. Foreground: a colour 0.25 to 0.75
-  # away from the background in every channel (mod 1), with a linear shading gradient.
+  # Colour fields: the background runs linearly between two random colours along a random
+  # direction across the image, so two crops of one image see different colours; the foreground
+  # is the local background shifted by 0.25 to 0.75 in every channel (mod 1), so it always
+  # contrasts with its surround.
   coarse = (np.arange(size, dtype=np.float32) / size) - 0.5
+  coarse_px = np.arange(size, dtype=np.float32) + 0.5
   x, y = coarse[None, None, :, None], coarse[None, :, None, None]
-  bg_color = uniform(0, 1, 3)
+  field_angle = uniform(0, 2 * np.pi)
+  along = 0.5 + np.cos(field_angle) * x + np.sin(field_angle) * y  # About [0, 1] across.
+  start, stop = uniform(0, 1, 3), uniform(0, 1, 3)
+  background = start + (stop - start) * along
   stripe_angle = uniform(0, np.pi)
-  along = np.cos(stripe_angle) * x + np.sin(stripe_angle) * y
-  stripes = 0.5 + 0.5 * np.sin(2 * np.pi * uniform(1, 5) * along + uniform(0, 2 * np.pi))
-  background = bg_color + (uniform(0, 1, 3) - bg_color) * stripes * uniform(0, 0.35)
-  fg_color = np.mod(bg_color + uniform(0.25, 0.75, 3), 1.0)
-  shade_angle = uniform(0, 2 * np.pi)
-  shade = np.cos(shade_angle) * x + np.sin(shade_angle) * y
-  foreground = fg_color + shade * uniform(0, 0.3)
-
+  across = np.cos(stripe_angle) * x + np.sin(stripe_angle) * y
+  stripes = 0.5 + 0.5 * np.sin(2 * np.pi * uniform(1, 5) * across + uniform(0, 2 * np.pi))
+  background = background + (uniform(0, 1, 3) - background) * stripes * uniform(0, 0.35)
+  foreground = np.mod(background + uniform(0.25, 0.75, 3), 1.0)
   image = alpha * foreground + (1 - alpha) * background
+  # Clutter: small discs of random colours at random places, over shape and background alike,
+  # which no two crops share in the same way.
+  for _ in range(_CLUTTER):
+    blob_x, blob_y, blob_r = uniform(0, size), uniform(0, size), uniform(1, 3)
+    blob = (np.hypot(coarse_px[None, None, :, None] - blob_x,
+                     coarse_px[None, :, None, None] - blob_y) < blob_r)
+    image = np.where(blob, uniform(0, 1, 3), image)
   noise = rng.standard_normal(image.shape, dtype=np.float32) * uniform(0, 0.06)
   return np.clip(image + noise, 0, 1)
 
@@ -106,9 +120,11 @@ def generate(num_examples, seed):
 class Shapes10(tfds.core.GeneratorBasedBuilder):
   """tfds builder of shapes10; `download_and_prepare` generates the data, nothing is downloaded."""
 
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("3.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release.",
-                   "2.0.0": "Larger shapes (radius 10-14 px, was 6-13), within 3 px of the centre."}
+                   "2.0.0": "Larger shapes (radius 10-14 px, was 6-13), within 3 px of the centre.",
+                   "3.0.0": "Colours vary across each image (a background gradient, the shape "
+                            "shifted from it), and small random discs of clutter."}
   # No files (checksums, metadata) live beside this builder. Saying so also keeps tfds 4.9.10 from
   # resolving the source folder through importlib_resources, which it imports but does not require.
   code_path = None
