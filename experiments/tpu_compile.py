@@ -194,8 +194,6 @@ def main():
   unknown = sorted(set(names) - set(ROWS))
   if unknown:
     sys.exit(f"Unknown rows {unknown}; choose from {sorted(ROWS)} or 'all'.")
-  import jax  # pylint: disable=g-import-not-at-top
-  import libtpu  # pylint: disable=g-import-not-at-top
   output = pathlib.Path(args.output)
   for name in names:
     row = ROWS[name]
@@ -209,18 +207,27 @@ def main():
                                                          row.per_device_batch)
     print(table([record]).splitlines()[-1], flush=True)
     # Written after every row, so that a long list interrupted keeps the rows it finished.
-    records = _merged([record], output.with_suffix(".json"))
-    text = (f"# The train step compiled for TPU topologies on a CPU host\n\n"
-            f"`python experiments/tpu_compile.py --rows=ROW[,ROW...]` (rows run one or a few at a "
-            f"time; each keeps its own compile time) on {machine.cpu_name()} "
-            f"({os.cpu_count()} cores), jax {jax.__version__}, libtpu "
-            f"{getattr(libtpu, '__version__', '?')}. Memory and FLOPs are XLA's own analysis of "
-            "the compiled per-device program; images/s per chip is the chip's bf16 peak divided "
-            "by the FLOPs per image (both views, online and target networks, backward pass).\n\n"
-            + table(records) + "\n")
-    output.with_suffix(".md").write_text(text)
-    output.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
+    text = write([record], output)
   print(text)
+
+
+def write(records, output):
+  """Merges `records` into OUTPUT.json (see _merged) and writes both files; returns the text."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import libtpu  # pylint: disable=g-import-not-at-top
+  output = pathlib.Path(output)
+  records = _merged(records, output.with_suffix(".json"))
+  text = (f"# The train step compiled for TPU topologies on a CPU host\n\n"
+          f"`python experiments/tpu_compile.py --rows=ROW[,ROW...]` (rows run one or a few at a "
+          f"time; each keeps its own compile time) on {machine.cpu_name()} "
+          f"({os.cpu_count()} cores), jax {jax.__version__}, libtpu "
+          f"{getattr(libtpu, '__version__', '?')}. Memory and FLOPs are XLA's own analysis of "
+          "the compiled per-device program; images/s per chip is the chip's bf16 peak divided "
+          "by the FLOPs per image (both views, online and target networks, backward pass).\n\n"
+          + table(records) + "\n")
+  output.with_suffix(".md").write_text(text)
+  output.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
+  return text
 
 
 def _merged(records, path):
