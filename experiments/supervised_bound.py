@@ -6,8 +6,8 @@ Trains the config's encoder (BN in training mode, as BYOL's online network) with
 and cross-entropy on the labels, for as many steps and the same batch as the config's BYOL run
 (Adam, lr 1e-3, random flips and shifts), and prints its test top-1. With --floor it also
 prints the tiny protocol's linear and kNN top-1 of the same encoder at random init, as every
-BYOL run evaluates its step-0 encoder (this script's draw of the weights differs from a run's). A dataset change is worth a BYOL run only when the
-first is high and the second low.
+BYOL run evaluates its step-0 encoder (this script's draw of the weights differs from a run's).
+A dataset change is worth a BYOL run only when the first is high and the second low.
 """
 import sys
 import pathlib
@@ -46,8 +46,9 @@ def _augment(images, rng):
 def main(argv):
   del argv
   c = _CONFIG.value
-  train_x, train_y = embedded.generate(embedded.SPLIT_SIZES["train"], embedded._SPLIT_SEEDS["train"])  # pylint: disable=protected-access
-  test_x, test_y = embedded.generate(embedded.SPLIT_SIZES["test"], embedded._SPLIT_SEEDS["test"])  # pylint: disable=protected-access
+  seeds = embedded._SPLIT_SEEDS  # pylint: disable=protected-access
+  train_x, train_y = embedded.generate(embedded.SPLIT_SIZES["train"], seeds["train"])
+  test_x, test_y = embedded.generate(embedded.SPLIT_SIZES["test"], seeds["test"])
   steps = _STEPS.value if _STEPS.value is not None else (
       c.max_steps or c.epochs * len(train_x) // c.batch_size)
   c.bn_cross_replica = False  # One device, no mapped axis: the batch's own statistics.
