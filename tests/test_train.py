@@ -1,10 +1,13 @@
 """The mapped train step: device-count invariance, EMA, gradient isolation, mixed precision."""
 import haiku as hk
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from byol_jax import model
+from byol_jax.data.augment import VIEW1
+from byol_jax.data.augment import VIEW2
 from byol_jax import train
 import train_helpers
 from train_helpers import NUM_CLASSES
@@ -128,6 +131,8 @@ def test_bfloat16_step_is_close_to_the_float32_step_and_keeps_float32_state():
   """
   f32 = train_helpers.small_config(norm="bn")
   bf16 = train_helpers.small_config(norm="bn", compute_dtype="bfloat16")
+  for config in (f32, bf16):  # The paper's views, with which the differences were measured.
+    config.view1, config.view2 = (ml_collections.ConfigDict(v) for v in (VIEW1, VIEW2))
   (state_f32, (metrics_f32,)), (state_bf16, (metrics_bf16,)) = _run(f32, 1), _run(bf16, 1)
   np.testing.assert_allclose(metrics_bf16["loss"], metrics_f32["loss"], rtol=2**-8)
   assert _relative_difference(state_bf16.online_params, state_f32.online_params) < 5e-4
