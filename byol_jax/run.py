@@ -21,9 +21,8 @@ from byol_jax.evaluation import protocol
 
 # Config keys that may change when a run is resumed without changing what it computes.
 _RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "async_checkpoints",
-                      "remat_blocks",
-                      "eval", "data_dir", "skip_corrupt_images", "profile_first_step",
-                      "profile_steps")
+                      "remat_blocks", "eval", "data_dir", "skip_corrupt_images",
+                      "profile_first_step", "profile_steps")
 
 
 class NonFiniteError(FloatingPointError):
