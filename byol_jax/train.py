@@ -81,7 +81,13 @@ def _untrained_bn_state(state):
 
 
 def init_network(network, rng, images):
-  """(params, state) of a transformed network; jitted, as op-by-op init of a ResNet is slow.
+  """(params, state) of a transformed network, BN's averages untrained; one program, as op by op
+  the init of a ResNet is slow, and in it the init's forward pass compiles away."""
+  return compile_options.jit_once(_network_init(network))(rng, images)
+
+
+def _network_init(network):
+  """init(rng, images) -> (params, state), unjitted.
 
   BN can only be initialised in training mode, which with cross-replica statistics needs the
   mapped axis: a size-1 vmap binds it.
@@ -89,35 +95,44 @@ def init_network(network, rng, images):
   def init(rng, images):
     return network.init(rng, images, is_training=True)
 
-  @jax.jit
   def init_one(rng, images):
     params, state = jax.vmap(init, in_axes=None, axis_size=1, axis_name=model.AXIS)(rng, images)
-    return jax.tree.map(lambda x: x[0], (params, state))
+    params, state = jax.tree.map(lambda x: x[0], (params, state))
+    return params, _untrained_bn_state(state)
 
-  params, state = init_one(rng, images)
-  return params, _untrained_bn_state(state)
+  return init_one
 
 
 def init_state(config, rng, *, image_shape, num_classes, steps_per_epoch) -> TrainState:
-  """A fresh state on the host: one copy, not replicated. The target starts as the online copy."""
+  """A fresh state: one copy, not replicated. The target starts as the online copy.
+
+  One jitted program: op by op, every leaf's zeros and every initializer's shape would compile a
+  program of its own, and in one program XLA drops the init's forward pass, whose only outputs
+  (BN's moving averages) are reset.
+  """
   network = model.make_network(config)
   probe = model.make_probe(num_classes)
-  net_rng, probe_rng = jax.random.split(rng)
-  dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  params, state = init_network(network, net_rng, dummy)
-  outputs, _ = jax.eval_shape(
-      functools.partial(network.apply, is_training=False), params, state, None, dummy)
   optimizer, probe_optimizer = make_optimizers(config, make_schedules(config, steps_per_epoch))
-  probe_params = probe_opt_state = None
-  if probe is not None:
-    probe_params = probe.init(probe_rng, jnp.zeros(outputs["embedding"].shape))
-    probe_opt_state = probe_optimizer.init(probe_params)
   is_byol = config.method == "byol"
-  return TrainState(
-      step=jnp.zeros((), jnp.int32), online_params=params, online_state=state,
-      target_params=params if is_byol else None, target_state=state if is_byol else None,
-      opt_state=optimizer.init(params), probe_params=probe_params,
-      probe_opt_state=probe_opt_state)
+  dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+
+  @compile_options.jit_once
+  def init(rng):
+    net_rng, probe_rng = jax.random.split(rng)
+    params, state = _network_init(network)(net_rng, dummy)
+    outputs, _ = jax.eval_shape(
+        functools.partial(network.apply, is_training=False), params, state, None, dummy)
+    probe_params = probe_opt_state = None
+    if probe is not None:
+      probe_params = probe.init(probe_rng, jnp.zeros(outputs["embedding"].shape))
+      probe_opt_state = probe_optimizer.init(probe_params)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), online_params=params, online_state=state,
+        target_params=params if is_byol else None, target_state=state if is_byol else None,
+        opt_state=optimizer.init(params), probe_params=probe_params,
+        probe_opt_state=probe_opt_state)
+
+  return init(rng)
 
 
 def augment_views(config, batch, step):
@@ -252,5 +267,8 @@ def replicate(tree, devices=None):
 
 
 def unreplicate(tree):
-  """The first device's copy, fetched to the host."""
-  return jax.tree.map(lambda x: np.asarray(x[0]), tree)
+  """The first local device's copy, fetched to the host.
+
+  Read from that device's buffer: indexing (x[0]) would compile a gather per leaf shape.
+  """
+  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], tree)
