@@ -4,6 +4,9 @@ A config file builds on `base_config()`, sets what its method or paper row chang
 `apply_preset`. `validate` runs before any work starts, so a bad value fails in seconds with a
 message that names the key, the value and the valid choices.
 """
+import importlib.util
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -94,6 +97,18 @@ def base_config():
       # of centre crops, far cheaper on a CPU.
       linear_augment=True))
   return c
+
+
+def from_file(spec):
+  """The config of a config file, given as --config takes it: "configs/byol.py[:PRESET]"."""
+  path, _, preset = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"No config file {path!r}; the config files are in configs/.")
+  module_spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(preset)
 
 
 def apply_preset(c, preset, *, tiny=None):

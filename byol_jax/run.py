@@ -91,7 +91,7 @@ class Trainer:
     if latest is None:
       return self._untrained_state()
     fresh = self._fresh_state()
-    tree, metadata = self.checkpointer.restore(_as_tree(fresh))
+    tree, metadata = self.checkpointer.restore(checkpoint_tree(fresh))
     self._warn_config_changes(metadata.get("config", "{}"))
     self._skipped_before = metadata.get("skipped_images", 0)
     logging.info("Resumed from %s at step %d.", self.checkpointer.directory, latest)
@@ -120,7 +120,7 @@ class Trainer:
                       "is no longer the one that was started.", changed)
 
   def _save(self, skipped):
-    self.checkpointer.save(self.step, _as_tree(train.unreplicate(self.state)),
+    self.checkpointer.save(self.step, checkpoint_tree(train.unreplicate(self.state)),
                            {"config": self.config.to_json(), "skipped_images": skipped})
 
   def _stop_requested(self):
@@ -272,6 +272,7 @@ class ProfilerWindow:
       self._tracing = False
 
 
-def _as_tree(state):
-  """A TrainState as a dict without the None fields (SimCLR has no target)."""
+def checkpoint_tree(state):
+  """A TrainState as a checkpoint holds it: a dict without the None fields (SimCLR has no
+  target)."""
   return {k: v for k, v in state._asdict().items() if v is not None}

@@ -37,7 +37,7 @@ def host_state(config_name):
       num_classes=1000, steps_per_epoch=312))
   rng = np.random.default_rng(0)
   return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype),
-                      run._as_tree(shapes))  # pylint: disable=protected-access
+                      run.checkpoint_tree(shapes))
 
 
 def time_saves(state, directory, async_save, repeats):

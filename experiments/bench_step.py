@@ -18,21 +18,14 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load_config(spec):
-  path, _, preset = spec.partition(":")
-  namespace = {}
-  source = pathlib.Path(path).read_text()
-  exec(compile(source, path, "exec"), namespace)  # pylint: disable=exec-used
-  return namespace["get_config"](preset)
-
-
 def measure(spec, steps):
   """Runs in the child process: compile time and mean step time over `steps` steps."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from byol_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from byol_jax import train  # pylint: disable=g-import-not-at-top
 
-  config = _load_config(spec)
+  config = config_lib.from_file(spec)
   devices = jax.local_devices()
   size, batch = config.image_size, config.batch_size
   state = train.replicate(train.init_state(

@@ -147,8 +147,6 @@ def _jax_variant(row, views, *, xla_defaults=False, **variant):
   start = time.perf_counter()
   compiled = update.lower(state, inputs).compile(compiler_options=options)
   compile_s = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
   params = sum(x.size for x in jax.tree.leaves(state.online_params)) // len(jax.local_devices())
 
   def step():
@@ -156,7 +154,7 @@ def _jax_variant(row, views, *, xla_defaults=False, **variant):
     state, metrics = compiled(state, inputs)
     jax.block_until_ready((state, metrics))
 
-  return {"step": step, "compile_s": compile_s, "flops": cost["flops"], "params": params}
+  return {"step": step, "compile_s": compile_s, "flops": machine.xla_flops(compiled), "params": params}
 
 
 def _jax_row(spec):

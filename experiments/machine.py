@@ -1,4 +1,4 @@
-"""What the benchmarks report about the machine they ran on."""
+"""What the benchmarks share: the machine they ran on, and XLA's FLOP count of a program."""
 import platform
 
 
@@ -9,3 +9,9 @@ def cpu_name():
       return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
   except (OSError, StopIteration):
     return platform.processor() or platform.machine()
+
+
+def xla_flops(compiled):
+  """The FLOPs of one run of a compiled program, by XLA's cost analysis (one device's)."""
+  cost = compiled.cost_analysis()
+  return (cost[0] if isinstance(cost, list) else cost)["flops"]

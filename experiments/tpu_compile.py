@@ -16,7 +16,6 @@ Prints a Markdown table and writes it, with its JSON, to experiments/results/tpu
 """
 import argparse
 import collections
-import importlib.util
 import json
 import os
 import pathlib
@@ -76,10 +75,7 @@ ROWS = {
 def load_config(name, overrides):
   """configs/<name>.py's config with `overrides` set, validated."""
   from byol_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("")
+  config = config_lib.from_file(str(REPO / "configs" / f"{name}.py"))
   config.update(overrides)
   return config_lib.validate(config)
 
@@ -126,12 +122,10 @@ def measure(config, slice_name, per_device_batch):
   start = time.perf_counter()
   compiled, state_bytes = compile_step(config, devices, per_device_batch)
   compile_s = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
   memory = compiled.memory_analysis()
   peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
           - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
-  flops_per_image = cost["flops"] / per_device_batch
+  flops_per_image = machine.xla_flops(compiled) / per_device_batch
   images_per_s_chip = chip.peak_tflops * 1e12 * chip.devices_per_chip / flops_per_image
   return {
       "devices": len(devices), "per_device_batch": per_device_batch,

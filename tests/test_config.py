@@ -1,5 +1,4 @@
 """Config files load and validate; every bad value fails with the key, the value and the choices."""
-import importlib.util
 import pathlib
 
 import pytest
@@ -11,10 +10,7 @@ TRAINING_CONFIGS = ("byol", "byol_gn_ws", "byol_bn_stats", "simclr")
 
 
 def load(name, preset=""):
-  spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+  return config_lib.from_file(f"{CONFIGS / name}.py:{preset}")
 
 
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
