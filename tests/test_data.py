@@ -1,6 +1,9 @@
 """Tests of the host input pipelines, offline: mocked ImageNet, the embedded dataset, folders."""
 import os
 
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 
@@ -172,30 +175,24 @@ def test_not_prepared_datasets_say_how_to_prepare_them(tmp_path):
     sources.dataset_info("no_such_dataset", str(tmp_path))
 
 
-@pytest.fixture(name="shapes_dir", scope="module")
-def _shapes_dir_fixture(tmp_path_factory):
-  """A data_dir into which the embedded dataset generates itself (once for the module)."""
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-def test_embedded_dataset_generates_itself_and_loads_offline(shapes_dir):
-  info = sources.dataset_info(embedded.NAME, shapes_dir)
+def test_embedded_dataset_generates_itself_and_loads_offline(shapes10_dir):
+  info = sources.dataset_info(embedded.NAME, shapes10_dir)
   assert info == sources.DatasetInfo(10_000, 10, "train", "train", "test")
-  assert os.path.isdir(os.path.join(shapes_dir, embedded.NAME))
-  batches = list(pipeline.eval_batches(dataset=embedded.NAME, data_dir=shapes_dir,
+  assert os.path.isdir(os.path.join(shapes10_dir, embedded.NAME))
+  batches = list(pipeline.eval_batches(dataset=embedded.NAME, data_dir=shapes10_dir,
                                        split="test", batch_size=512, image_size=32))
   labels = np.concatenate([b["label"][b["mask"]] for b in batches])
   np.testing.assert_array_equal(np.bincount(labels), [200] * 10)
-  batch = next(pipeline.pretrain_batches(dataset=embedded.NAME, data_dir=shapes_dir,
+  batch = next(pipeline.pretrain_batches(dataset=embedded.NAME, data_dir=shapes10_dir,
                                          split=info.pretrain_split, global_batch_size=16,
                                          image_size=24, seed=0, local_device_count=4))
   assert batch["view1"].shape == (4, 4, 24, 24, 3) and (batch["label"] >= 0).all()
 
 
-def test_embedded_dataset_is_not_linearly_separable_from_raw_pixels(shapes_dir):
+def test_embedded_dataset_is_not_linearly_separable_from_raw_pixels(shapes10_dir):
   """Ridge regression on raw pixels stays near chance (10%): the shapes need real features."""
   def load(split):
-    ds = tfds.load(embedded.NAME, split=split, data_dir=shapes_dir, batch_size=-1)
+    ds = tfds.load(embedded.NAME, split=split, data_dir=shapes10_dir, batch_size=-1)
     images, labels = tfds.as_numpy(ds)["image"], tfds.as_numpy(ds)["label"]
     return images.reshape(len(images), -1).astype(np.float32) / 255, labels
   x_train, y_train = load("train[:4000]")
@@ -342,3 +339,24 @@ def test_crop_sampler_draws_the_official_area_and_aspect_distributions(height, w
   free_y, free_x = height - h, width - w
   assert abs(np.mean(y[free_y > 0] / free_y[free_y > 0]) - 0.5) < 0.03
   assert abs(np.mean(x[free_x > 0] / free_x[free_x > 0]) - 0.5) < 0.03
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 600), width=st.integers(1, 600), min_area=st.floats(0.01, 1.0),
+       seed=st.integers(0, 2**31 - 1))
+def test_crop_window_lies_inside_any_image(height, width, min_area, seed):
+  """Beyond the two images above: every window is at least 1x1 and inside the image."""
+  y, x, h, w = crops.random_window(tf.constant([height, width, 3]), seeds.of(seed, 0),
+                                   min_area).numpy()
+  assert 0 <= y and 0 <= x and 1 <= h and 1 <= w
+  assert y + h <= height and x + w <= width
+
+
+def test_folder_split_is_sliced_by_tfds_rules_and_bad_slices_are_named():
+  """The folder's "all" is sliced by tfds itself: its rounding and its range errors."""
+  assert sources._slice_bounds("all", 10) == (0, 10)  # pylint: disable=protected-access
+  assert sources._slice_bounds("all[25%:80%]", 10) == (2, 8)  # pylint: disable=protected-access
+  assert sources._slice_bounds("all[3:-2]", 10) == (3, 8)  # pylint: disable=protected-access
+  for bad in ("all[:11]", "train[:5]", "all[1:2]+all[3:4]", "all[::2]"):
+    with pytest.raises(sources.DatasetError, match="folder"):
+      sources._slice_bounds(bad, 10)  # pylint: disable=protected-access

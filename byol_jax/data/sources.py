@@ -270,20 +270,22 @@ def _list_folder(path, skip_corrupt=False):
 
 
 def _slice_bounds(split, size):
-  """Bounds of a folder split "all", "all[a:b]" or "all[a%:b%]" (tfds' slicing syntax)."""
-  match = re.fullmatch(r"all(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?", split)
-  if not match:
+  """[start, stop) of a folder split: "all", sliced by tfds' own rules ("all[:90%]", "all[100:]").
+
+  (tfds reserves the name "all", so its rules are applied to the same slice of a split "train".)
+  """
+  info = {"train": tfds.core.SplitInfo(name="train", shard_lengths=[size], num_bytes=0)}
+  one_slice = re.fullmatch(re.escape(_FOLDER_SPLIT) + r"(\[[^][+]*\])?", split)
+  try:
+    if not one_slice:
+      raise ValueError(f"not {_FOLDER_SPLIT!r} or one slice of it")
+    instructions = tfds.core.ReadInstruction.from_spec(
+        "train" + (one_slice.group(1) or "")).to_absolute(info)
+  except (ValueError, AssertionError) as error:
     raise DatasetError(f"A folder dataset has the one split {_FOLDER_SPLIT!r}, which may be sliced "
-                       f"like 'all[:90%]' or 'all[100:]'; got {split!r}.")
-  start, start_pct, stop, stop_pct = match.groups(default="")
-
-  def bound(value, percent, default):
-    if not value:
-      return default
-    value = int(value)
-    return round(value * size / 100) if percent else value
-
-  return slice(bound(start, start_pct, 0), bound(stop, stop_pct, size)).indices(size)[:2]
+                       f"like 'all[:90%]' or 'all[100:]'; {split!r} is not a slice of its {size} "
+                       f"images ({error}).") from error
+  return instructions[0].from_ or 0, size if instructions[0].to is None else instructions[0].to
 
 
 def _folder_source(path, split, process_index, process_count, seed, skip_corrupt):
