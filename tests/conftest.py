@@ -1,10 +1,13 @@
 """Test set-up: 4 fake CPU devices, so the mapped step and cross-replica reductions really run.
 
 Compiled programs are cached on disk (JAX's persistent cache), so the many identical ResNet steps
-that the tests and their subprocesses compile are compiled once per machine.
+that the tests and their subprocesses compile are compiled once per machine. The embedded dataset
+is generated once per session, into `shapes10_dir`.
 """
 import os
 import tempfile
+
+import pytest
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=4").strip()
@@ -13,3 +16,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "byol_jax_test_jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+
+
+@pytest.fixture(scope="session")
+def shapes10_dir(tmp_path_factory):
+  """A tfds data directory, empty until a test first reads shapes10 from it (which generates it)."""
+  return str(tmp_path_factory.mktemp("tfds"))
