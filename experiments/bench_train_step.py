@@ -154,7 +154,8 @@ def _jax_variant(row, views, *, xla_defaults=False, **variant):
     state, metrics = compiled(state, inputs)
     jax.block_until_ready((state, metrics))
 
-  return {"step": step, "compile_s": compile_s, "flops": machine.xla_flops(compiled), "params": params}
+  return {"step": step, "compile_s": compile_s, "flops": machine.xla_flops(compiled),
+          "params": params}
 
 
 def _jax_row(spec):
