@@ -157,6 +157,9 @@ class Checkpointer:
   def __init__(self, directory: str | epath.PathLike, *, keep: int = 3,
                async_save: bool = False):
     self._directory = epath.Path(directory)
+    # From the start, not at a failure: reads in flight report on their own threads, some before
+    # the failure reaches the restoring thread, some after a later Checkpointer began.
+    _ignore_closed_loop_reports()
     self._manager = ocp.CheckpointManager(
         self._directory,
         item_handlers={
@@ -263,7 +266,6 @@ class Checkpointer:
               _METADATA: ocp.args.JsonRestore(),
           }))
     except Exception as e:  # pylint: disable=broad-except
-      _ignore_closed_loop_reports()
       raise _corrupt(path, step, steps, _describe(e)) from e
     return restored[_STATE], dict(restored[_METADATA])
 
