@@ -43,19 +43,39 @@ def _assert_trees_close(a, b, **tolerance):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **tolerance), a, b)
 
 
+def _assert_updates_close(start, a, b, rtol, atol=1e-6):
+  """Each leaf's update (a - start vs b - start) agrees in norm: ||du|| <= rtol ||u|| + atol."""
+  for path, x, y, z in zip(*zip(*jax.tree_util.tree_leaves_with_path(a)), jax.tree.leaves(b),
+                           jax.tree.leaves(start)):
+    difference, update = np.linalg.norm(x - y), np.linalg.norm(y - z)
+    assert difference <= rtol * update + atol * np.sqrt(np.size(y)), (
+        jax.tree_util.keystr(path), difference, update)
+
+
+# 1 and 4 devices sum in different orders. With BN's cross-replica E[x^2] - E[x]^2 that difference
+# depends on the CPU: on an Intel Xeon the gradient norm differs by 5.4e-4 and a norm's update by
+# up to 1.4e-2 (an AMD EPYC: within 2e-5 and 1e-4); GN+WS within 1e-6 and 4e-4. Statistics per
+# device instead (bn_cross_replica=False) move the gradient norm by 47% and every leaf's update by
+# 70% or more. A bias followed by BN has no gradient, so its update is rounding only (the atol).
+_METRIC_RTOL = {"gn_ws-ln-none": 2e-5, "bn": 3e-3}
+_UPDATE_RTOL = {"gn_ws-ln-none": 5e-3, "bn": 5e-2}
+
+
 @pytest.mark.parametrize("setting", list(NORM_SETTINGS))
 def test_one_device_equals_four_devices(setting):
   config = train_helpers.small_config(**NORM_SETTINGS[setting])
   one, (metrics_one,) = _run(config, 1)
   four, (metrics_four,) = _run(config, 4)
   for key in ("loss", "grad_norm", "probe_loss", "positive_cosine"):
-    np.testing.assert_allclose(metrics_one[key], metrics_four[key], rtol=2e-5, atol=1e-6,
-                               err_msg=key)
-  _assert_trees_close(one.online_params, four.online_params, rtol=1e-4, atol=1e-6)
-  _assert_trees_close(one.target_params, four.target_params, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(metrics_one[key], metrics_four[key], rtol=_METRIC_RTOL[setting],
+                               atol=1e-6, err_msg=key)
+  start = _state(config)
+  _assert_updates_close(start.online_params, one.online_params, four.online_params,
+                        rtol=_UPDATE_RTOL[setting])
+  _assert_updates_close(start.target_params, one.target_params, four.target_params,
+                        rtol=_UPDATE_RTOL[setting])
   _assert_trees_close(one.online_state, four.online_state, rtol=1e-4, atol=1e-6)
   # The step really trained: parameters moved.
-  start = _state(config)
   moved = jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), start.online_params,
                                        one.online_params))
   assert max(moved) > 0
