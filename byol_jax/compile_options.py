@@ -27,8 +27,11 @@ CPU_OPTIONS = {YNN_FUSION_TYPES: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUS
 RUN_ONCE_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
-def for_platform(platform):
-  """The compile options of our network programs on `platform` ('cpu', 'gpu', 'tpu'): a dict."""
+def for_platform(platform, *, run_once=False):
+  """The compile options on `platform` ('cpu', 'gpu', 'tpu') of our network programs, or with
+  `run_once` of a program run once per run: a dict."""
+  if run_once:
+    return dict(RUN_ONCE_CPU_OPTIONS) if platform == "cpu" else {}
   return dict(_options(platform))
 
 
@@ -50,14 +53,12 @@ def _options(platform):
   return tuple(CPU_OPTIONS.items())
 
 
+def jit(fn, *, run_once=False, **jit_kwargs):
+  """jax.jit with the options of the default backend (`run_once`: see for_platform)."""
+  options = for_platform(jax.default_backend(), run_once=run_once)
+  return jax.jit(fn, compiler_options=options or None, **jit_kwargs)
+
+
 def jit_once(fn):
   """jax.jit for a program run once per run, compiled fast on CPU (the module docstring)."""
-  if jax.default_backend() != "cpu":
-    return jax.jit(fn)
-  return jax.jit(fn, compiler_options=RUN_ONCE_CPU_OPTIONS)
-
-
-def jit(fn, **jit_kwargs):
-  """jax.jit with the options of the default backend."""
-  options = for_platform(jax.default_backend())
-  return jax.jit(fn, compiler_options=options or None, **jit_kwargs)
+  return jit(fn, run_once=True)

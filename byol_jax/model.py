@@ -98,6 +98,11 @@ def network_fn(config, *, bn_stats_pass=False):
   return forward
 
 
+def embedding_size(config):
+  """The width of the encoder's embedding (what the probe and linear evaluation read)."""
+  return nets.embedding_size(config.depth, config.width)
+
+
 def make_network(config, *, bn_stats_pass=False):
   """The online/target network as hk.transform_with_state (see network_fn)."""
   return hk.transform_with_state(network_fn(config, bn_stats_pass=bn_stats_pass))

@@ -13,7 +13,6 @@ network's), and its BN moving averages are updated by its own forward passes, no
 the online network's. Those moving averages are used only if the target itself is evaluated;
 evaluation uses the online encoder.
 """
-import functools
 from typing import Any, NamedTuple, Optional
 
 import haiku as hk
@@ -120,11 +119,9 @@ def init_state(config, rng, *, image_shape, num_classes, steps_per_epoch) -> Tra
   def init(rng):
     net_rng, probe_rng = jax.random.split(rng)
     params, state = _network_init(network)(net_rng, dummy)
-    outputs, _ = jax.eval_shape(
-        functools.partial(network.apply, is_training=False), params, state, None, dummy)
     probe_params = probe_opt_state = None
     if probe is not None:
-      probe_params = probe.init(probe_rng, jnp.zeros(outputs["embedding"].shape))
+      probe_params = probe.init(probe_rng, jnp.zeros((1, model.embedding_size(config))))
       probe_opt_state = probe_optimizer.init(probe_params)
     return TrainState(
         step=jnp.zeros((), jnp.int32), online_params=params, online_state=state,

@@ -35,6 +35,8 @@ def test_cpu_options_move_only_convolutions_off_ynnpack():
 def test_only_cpu_gets_options():
   assert compile_options.for_platform("gpu") == {}
   assert compile_options.for_platform("tpu") == {}
+  assert compile_options.for_platform("gpu", run_once=True) == {}
+  assert compile_options.for_platform("cpu", run_once=True) == compile_options.RUN_ONCE_CPU_OPTIONS
 
 
 def test_xla_flags_setting_the_option_wins(monkeypatch):

@@ -111,7 +111,8 @@ def test_ws_adds_no_parameters():
     "depth,width,stem,size,dim,last_spatial",
     [(18, 1, "cifar", 32, 512, 4), (18, 1, "imagenet", 64, 512, 2),
      (18, 2, "cifar", 32, 1024, 4), (50, 1, "imagenet", 64, 2048, 2),
-     (50, 2, "cifar", 16, 4096, 2)])
+     (50, 2, "cifar", 16, 4096, 2), (18, 0.25, "cifar", 16, 128, 2),
+     (50, 0.25, "cifar", 16, 512, 2)])
 def test_resnet_output_shape(depth, width, stem, size, dim, last_spatial):
   block_inputs = []
 
@@ -128,12 +129,12 @@ def test_resnet_output_shape(depth, width, stem, size, dim, last_spatial):
   x = jnp.zeros((2, size, size, 3))
   params, state = jax.eval_shape(f.init, _RNG, x)
   out, _ = jax.eval_shape(f.apply, params, state, None, x)
-  assert out.shape == (2, dim)
+  assert out.shape == (2, dim) and nets.embedding_size(depth, width) == dim
   # The last block sees the stem's downsampling (x4 for imagenet, x1 cifar).
   assert block_inputs[-1][1:3] == (last_spatial, last_spatial)
   kernel = 7 if stem == "imagenet" else 3
   assert params["res_net/~/stem_conv"]["w"].shape == (
-      kernel, kernel, 3, 64 * width)
+      kernel, kernel, 3, int(64 * width))
 
 
 def test_mlp_shapes_and_names():

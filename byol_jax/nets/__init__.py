@@ -4,8 +4,8 @@ All are Haiku modules (build them inside hk.transform_with_state) called as
 `module(x, is_training)` on channels-last float inputs.
 
 - `ResNet(depth, width, stem, norm, weight_standardization, ...)`: ResNet v1
-  (18, 34, 50, 101, 152, 200) returning the pooled embedding, 512 * width
-  (18, 34) or 2048 * width. `stem="cifar"` is a 3x3/1 conv without max-pool.
+  (18, 34, 50, 101, 152, 200) returning the pooled embedding, of width
+  `embedding_size(depth, width)`. `stem="cifar"` is a 3x3/1 conv without max-pool.
 - `MLP(hidden_size, output_size, norm, weight_standardization, ...)`: the
   projector / predictor, Linear -> norm -> ReLU -> Linear (no bias).
 - `make_norm(kind, name=...)`: `norm(x, is_training)` for kind in
@@ -36,6 +36,7 @@ from byol_jax.nets.layers import standardize_weight
 from byol_jax.nets.layers import WSConv2D
 from byol_jax.nets.layers import WSLinear
 from byol_jax.nets.mlp import MLP
+from byol_jax.nets.resnet import embedding_size
 from byol_jax.nets.resnet import is_last_block_norm
 from byol_jax.nets.resnet import ResNet
 from byol_jax.nets.resnet import STEMS
@@ -49,6 +50,7 @@ __all__ = (
     "STEMS",
     "WSConv2D",
     "WSLinear",
+    "embedding_size",
     "is_last_block_norm",
     "make_norm",
     "standardize_weight",

@@ -43,6 +43,12 @@ _BOTTLENECK_EXPANSION = 4
 _LAST_BLOCK_NORM = re.compile(r"(^|/)stage\d+_block\d+/~/last_norm$")
 
 
+def embedding_size(depth: int, width: float) -> int:
+  """The width of the pooled embedding of ResNet(depth, width): its last stage's output."""
+  bottleneck, _ = _DEPTHS[depth]
+  return int(_STAGE_CHANNELS[-1] * width) * (_BOTTLENECK_EXPANSION if bottleneck else 1)
+
+
 def is_last_block_norm(module_path: str) -> bool:
   """Whether a params-dict key is the last norm of a residual block's main path.
 
@@ -92,8 +98,8 @@ class ResNet(hk.Module):
   """ResNet v1 returning the global-average-pooled embedding (no head).
 
   Called as `resnet(images, is_training)` on float NHWC images; returns
-  [B, 2048 * width] (bottleneck depths) or [B, 512 * width] (18, 34), in the
-  images' dtype: bf16 images run it in bf16 on float32 parameters.
+  [B, embedding_size(depth, width)] in the images' dtype: bf16 images run it in
+  bf16 on float32 parameters.
   """
 
   def __init__(self, depth=50, width=1, stem="imagenet", norm="bn",
