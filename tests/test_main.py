@@ -1,4 +1,5 @@
 """End to end: `python -m byol_jax.main` on the tiny preset, as a user runs it, on 1 or 2 hosts."""
+import functools
 import json
 import os
 import shutil
@@ -72,10 +73,15 @@ def _event_steps(workdir, tag="loss"):
           if any(v.tag == tag for v in event.summary.value)]
 
 
-def _wait_for(condition, proc, deadline, poll=0.05):
+def _wait_for(condition, procs, deadline, output, poll=0.05):
+  """Polls until `condition()`; fails with `output()` once a process ends or time runs out."""
   while not condition():
-    assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+    assert all(p.poll() is None for p in procs) and time.time() < deadline, output()
     time.sleep(poll)
+
+
+def _logged_a_step(workdir):
+  return (workdir / "metrics.jsonl").exists() and bool(_metrics(workdir))
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +127,10 @@ def test_preempted_and_killed_runs_resume_exactly_with_a_clean_record(tmp_path, 
     proc = subprocess.Popen(_command(workdir, shapes10_dir, *STRAIGHT), cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
+    wait_for = functools.partial(_wait_for, procs=[proc], deadline=deadline,
+                                 output=lambda: proc.communicate()[1][-3000:])
     if attempt == "sigterm":  # Once a step is logged.
-      _wait_for(lambda: (workdir / "metrics.jsonl").exists() and _metrics(workdir), proc,
-                deadline)
+      wait_for(lambda: _logged_a_step(workdir))
       proc.send_signal(signal.SIGTERM)
       stderr = proc.communicate(timeout=120)[1]
       assert proc.returncode == 143, stderr[-3000:]
@@ -131,9 +138,9 @@ def test_preempted_and_killed_runs_resume_exactly_with_a_clean_record(tmp_path, 
       assert _complete_steps(workdir)[-1] == _metrics(workdir)[-1]["step"] < STEPS
       continue
     # Once this run has saved a step of its own: during its next save, or after a random delay.
-    _wait_for(lambda: _complete_steps(workdir)[-1] > restored, proc, deadline, poll=0.01)
+    wait_for(lambda: _complete_steps(workdir)[-1] > restored, poll=0.01)
     if attempt == "kill_during_save":
-      _wait_for(lambda: _saving(workdir), proc, deadline, poll=0.002)
+      wait_for(lambda: _saving(workdir), poll=0.002)
     else:
       time.sleep(rng.uniform(0, 1.0))
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -210,14 +217,11 @@ def _two_processes(workdir, data_dir, *overrides, preempt=False, kill_at_step=No
   deadline = time.time() + 600
   try:
     if preempt:
-      while not (workdir / "metrics.jsonl").exists() or not _metrics(workdir):
-        assert all(p.poll() is None for p in procs) and time.time() < deadline, logs
-        time.sleep(0.2)
+      _wait_for(lambda: _logged_a_step(workdir), procs, deadline, output=lambda: logs, poll=0.2)
       procs[1].send_signal(signal.SIGTERM)
     if kill_at_step:
-      while kill_at_step not in _complete_steps(workdir):
-        assert all(p.poll() is None for p in procs) and time.time() < deadline, logs
-        time.sleep(0.05)
+      _wait_for(lambda: kill_at_step in _complete_steps(workdir), procs, deadline,
+                output=lambda: logs)
       procs[1].kill()
       deadline = time.time() + 60
     for p in procs:
