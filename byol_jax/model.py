@@ -99,7 +99,7 @@ def network_fn(config, *, bn_stats_pass=False):
 
 
 def embedding_size(config):
-  """The width of the encoder's embedding (what the probe and linear evaluation read)."""
+  """The width of the encoder's embedding, which the probe reads."""
   return nets.embedding_size(config.depth, config.width)
 
 

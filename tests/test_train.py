@@ -45,8 +45,8 @@ def _assert_trees_close(a, b, **tolerance):
 
 def _assert_updates_close(start, a, b, rtol, atol=1e-6):
   """Each leaf's update (a - start vs b - start) agrees in norm: ||du|| <= rtol ||u|| + atol."""
-  for path, x, y, z in zip(*zip(*jax.tree_util.tree_leaves_with_path(a)), jax.tree.leaves(b),
-                           jax.tree.leaves(start)):
+  for (path, x), y, z in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b),
+                             jax.tree.leaves(start)):
     difference, update = np.linalg.norm(x - y), np.linalg.norm(y - z)
     assert difference <= rtol * update + atol * np.sqrt(np.size(y)), (
         jax.tree_util.keystr(path), difference, update)
