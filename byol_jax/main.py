@@ -11,9 +11,8 @@ encoder on its own.
 A run on an existing workdir resumes from its latest checkpoint; SIGTERM saves and exits.
 Expected failures (a bad config or dataset, a corrupt image or checkpoint, a diverged loss) print
 one message and exit with status 1; anything else keeps its traceback. In a multi-process run, a
-process whose collective with a lost process fails exits at once with status 1 and a message;
-JAX's distributed runtime itself aborts the processes that lose process 0 (the coordinator) or
-miss another's heartbeats (jax.distributed.initialize's heartbeat_timeout_seconds, 100).
+process that loses another (a collective with it fails, or it gives no sign of life for
+--peer_timeout_seconds: see peers.py) exits at once with status 1 and a message.
 """
 import os
 import signal
@@ -28,6 +27,7 @@ from ml_collections import config_flags
 
 from byol_jax import cli
 from byol_jax import config as config_lib
+from byol_jax import peers
 from byol_jax import run
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -42,6 +42,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _MULTIHOST_TPU = flags.DEFINE_bool(
     "multihost_tpu", False, "Call jax.distributed.initialize() with no arguments, as a Cloud TPU "
     "pod slice needs before multi-host checkpointing (experiments/tpu/launch.sh sets it).")
+_PEER_TIMEOUT = flags.DEFINE_float(
+    "peer_timeout_seconds", 60, "In a multi-process run, how long another process may give no "
+    "sign of life before this one reports it lost and exits; under JAX's own heartbeat timeout "
+    "(100 s), which aborts with no word about the run.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # What a collective or barrier error says when another process of the run is gone.
@@ -49,7 +53,8 @@ _PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "heartbea
               "Barrier failed", "Gloo")
 
 
-def _init_distributed():
+def _connect_processes():
+  """Joins the other processes of a multi-process run: a watch over them (None for one process)."""
   given = [f.value is not None for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)]
   if any(given) and not all(given):
     raise app.UsageError("--coordinator_address, --num_processes and --process_id go together; "
@@ -59,23 +64,39 @@ def _init_distributed():
                                process_id=_PROCESS_ID.value)
   elif _MULTIHOST_TPU.value:
     jax.distributed.initialize()
+  if jax.process_count() == 1:
+    return None
+  if _PEER_TIMEOUT.value <= 0:
+    raise app.UsageError(f"--peer_timeout_seconds={_PEER_TIMEOUT.value:g}: give a positive "
+                         "number of seconds.")
+  return peers.Watch(jax.process_index(), jax.process_count(), _PEER_TIMEOUT.value,
+                     on_lost=_exit_lost_peer)
 
 
 def _train(config, workdir):
   """Trains, exports and evaluates; the results, or None when there is nothing to evaluate."""
   config_lib.validate(config)
-  _init_distributed()
+  watch = _connect_processes()
   trainer = run.Trainer(config, workdir)
   try:
     if jax.process_count() == 1:  # Several: JAX's runtime catches it (Trainer._stop_requested).
       signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop("SIGTERM"))
-    if not trainer.train():
-      logging.warning("Stopped at step %d before the end; the checkpoint is saved. Run the same "
-                      "command again to resume.", trainer.step)
-      sys.exit(143)
-    trainer.export()
+    completed = trainer.train()
+    if completed:
+      trainer.export()
   finally:
     trainer.close()
+  results = _evaluate(config, trainer) if completed else None
+  if watch is not None:
+    watch.finished()
+  if not completed:
+    logging.warning("Stopped at step %d before the end; the checkpoint is saved. Run the same "
+                    "command again to resume.", trainer.step)
+    sys.exit(143)
+  return results
+
+
+def _evaluate(config, trainer):
   if not config.eval.enabled:
     return None
   if not trainer.info.num_classes:
@@ -86,12 +107,11 @@ def _train(config, workdir):
   return trainer.evaluate()
 
 
-def _exit_lost_peer(error):
+def _exit_lost_peer(reason):
   """Reports a lost process and exits at once, skipping jax.distributed's shutdown barrier,
   which would wait for the lost process until the heartbeat timeout and then abort."""
-  first_line = str(error).strip().splitlines()[0][:300]
   print(f"Process {jax.process_index()} of {jax.process_count()} lost another process of this "
-        f"run ({first_line}). Its host probably died or was preempted. Rerun the same command on "
+        f"run ({reason}). Its host probably died or was preempted. Rerun the same command on "
         "every host: the run resumes from the last checkpoint that all of them finished.",
         file=sys.stderr, flush=True)
   logging.flush()
@@ -109,7 +129,7 @@ def main(argv):
   except jax.errors.JaxRuntimeError as error:
     if jax.process_count() == 1 or not any(s in str(error) for s in _PEER_LOST):
       raise
-    _exit_lost_peer(error)
+    _exit_lost_peer(str(error).strip().splitlines()[0][:300])
   cli.report(results, workdir)
 
 

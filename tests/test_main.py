@@ -195,11 +195,12 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _two_processes(workdir, data_dir, *overrides, preempt=False, kill_at_step=None):
+def _two_processes(workdir, data_dir, *overrides, preempt=False, hang_at_step=None):
   """Runs 2 processes x 2 CPU devices on localhost (gloo); returns their exit codes and logs.
 
-  With `preempt`, only process 1 gets SIGTERM, once a step is logged. With `kill_at_step`, process
-  1 gets SIGKILL once that step's checkpoint is complete, and process 0 has 60 s to exit.
+  With `preempt`, only process 1 gets SIGTERM, once a step is logged. With `hang_at_step`, process
+  1 gets SIGSTOP once that step's checkpoint is complete (a hung host: its connections stay open, so
+  no collective with it fails), process 0 has 60 s to exit, and then process 1 gets SIGKILL.
   """
   port = _free_port()
   # No persistent compilation cache: only process 0 writes it, so with a warm cache process 0
@@ -210,7 +211,8 @@ def _two_processes(workdir, data_dir, *overrides, preempt=False, kill_at_step=No
   procs = []
   for i, log in enumerate(logs):
     command = _command(workdir, data_dir, *overrides, f"--coordinator_address=127.0.0.1:{port}",
-                       "--num_processes=2", f"--process_id={i}", config="configs/byol.py:tiny")
+                       "--num_processes=2", f"--process_id={i}", "--peer_timeout_seconds=10",
+                       config="configs/byol.py:tiny")
     with open(log, "w") as f:
       procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=f,
                                     stderr=subprocess.STDOUT))
@@ -219,11 +221,12 @@ def _two_processes(workdir, data_dir, *overrides, preempt=False, kill_at_step=No
     if preempt:
       _wait_for(lambda: _logged_a_step(workdir), procs, deadline, output=lambda: logs, poll=0.2)
       procs[1].send_signal(signal.SIGTERM)
-    if kill_at_step:
-      _wait_for(lambda: kill_at_step in _complete_steps(workdir), procs, deadline,
+    if hang_at_step:
+      _wait_for(lambda: hang_at_step in _complete_steps(workdir), procs, deadline,
                 output=lambda: logs)
+      procs[1].send_signal(signal.SIGSTOP)
+      procs[0].wait(timeout=60)
       procs[1].kill()
-      deadline = time.time() + 60
     for p in procs:
       p.wait(timeout=max(deadline - time.time(), 1))
   finally:
@@ -239,8 +242,9 @@ def test_two_processes_stop_together_survive_a_lost_peer_and_equal_one_process(t
   """2 hosts x 2 devices through the entry point, with BN's statistics spanning the hosts:
 
   1. SIGTERM on host 1 only: both save the same step and exit 143.
-  2. Resumed, then kill -9 of host 1: host 0 exits within 60 s with a message, not a traceback
-     or a hang.
+  2. Resumed, then host 1 hangs (SIGSTOP): host 0 exits within 60 s with a message, not a
+     traceback or a hang, once host 1 has been silent for --peer_timeout_seconds. Parts 1 and 3
+     check that a live host is never called lost.
   3. Both rerun: they resume from the last checkpoint they both finished and end equal to one
      process of 4 devices fed the same batches. Each host reads its own shard of the data in its
      own order, so that process is fed the union of the hosts' slices; augmentations are keyed by
@@ -254,10 +258,11 @@ def test_two_processes_stop_together_survive_a_lost_peer_and_equal_one_process(t
   stopped_at = checkpoint.Checkpointer(str(workdir / "checkpoints")).latest_step()
   assert stopped_at == _metrics(workdir)[-1]["step"] < steps - 1
 
-  codes, logs = _two_processes(workdir, shapes10_dir, *args, kill_at_step=stopped_at + 1)
+  codes, logs = _two_processes(workdir, shapes10_dir, *args, hang_at_step=stopped_at + 1)
   assert codes == [1, -signal.SIGKILL], logs[0][-3000:]
   assert all(f"Resumed from {workdir}/checkpoints at step {stopped_at}." in log for log in logs)
-  assert "Process 0 of 2 lost another process of this run" in logs[0], logs[0][-3000:]
+  assert ("Process 0 of 2 lost another process of this run (process 1 gave no sign of life for "
+          "10 s)") in logs[0], logs[0][-3000:]
   assert "Traceback" not in logs[0], logs[0][-3000:]
   complete = _complete_steps(workdir)[-1]
 
