@@ -24,7 +24,8 @@ setuptools.setup(
     extras_require={
         # matplotlib: tests/test_reproduce.py checks the plots experiments/reproduce.py writes.
         # hypothesis: property-based tests where the input space is wide (conv shapes).
-        "test": ["pytest>=7", "matplotlib>=3.7", "hypothesis>=6"],
+        # pytest-xdist: the fast loop runs on two workers (README).
+        "test": ["pytest>=7", "pytest-xdist>=3", "matplotlib>=3.7", "hypothesis>=6"],
         "experiments": ["matplotlib>=3.7"],
         # Compiling for TPU topologies on any host (experiments/tpu_compile.py), and TPU VMs.
         "tpu": ["jax[tpu]"],
