@@ -27,8 +27,10 @@ def statistics_pass_params(affine_params, bn_params):
   `bn_params` comes from initialising the BN network, whose scales are already gamma0 (zero for the
   last norm of each residual block); every other leaf is taken from the affine network.
   """
-  return {name: dict(bn_params[name]) if _is_norm(module) else dict(affine_params[name])
-          for name, module in affine_params.items()}
+  return {
+      name: dict(bn_params[name]) if _is_norm(module) else dict(affine_params[name])
+      for name, module in affine_params.items()
+  }
 
 
 def measure(config, params, images, devices=None):
@@ -46,8 +48,9 @@ def measure(config, params, images, devices=None):
   bn_params, bn_state = train.init_network(network, jax.random.PRNGKey(0), images[0, :1])
   stats_params = statistics_pass_params(params, bn_params)
   devices = devices or jax.local_devices()
-  new_state = jax.pmap(forward, axis_name=model.AXIS, devices=devices)(
-      train.replicate(stats_params, devices), train.replicate(bn_state, devices), images)
+  new_state = jax.pmap(forward, axis_name=model.AXIS,
+                       devices=devices)(train.replicate(stats_params, devices),
+                                        train.replicate(bn_state, devices), images)
   new_state = train.unreplicate(new_state)
   statistics = {}
   for name in stats_params:
@@ -64,7 +67,8 @@ def initialize(config, params, images, devices=None, eps=1e-5):
   for name, (mean, var) in statistics.items():
     gamma0 = jnp.reshape(stats_params[name]["scale"], -1)
     scale = gamma0 * jax.lax.rsqrt(var + eps)
-    new_params[name] = {"scale": scale.reshape(params[name]["scale"].shape),
-                        "offset": (-mean * scale).reshape(params[name]["offset"].shape)}
+    new_params[name] = {
+        "scale": scale.reshape(params[name]["scale"].shape),
+        "offset": (-mean * scale).reshape(params[name]["offset"].shape)
+    }
   return new_params
-

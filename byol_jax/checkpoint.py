@@ -56,11 +56,9 @@ def _key_name(key) -> str:
 
 def _specs(tree) -> dict[tuple[str, ...], tuple[tuple[int, ...], np.dtype]]:
   """Maps each leaf path of `tree` to its (shape, dtype)."""
-  return {
-      tuple(_key_name(k) for k in path): (tuple(leaf.shape),
-                                          np.dtype(leaf.dtype))
-      for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-  }
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  spec = lambda leaf: (tuple(leaf.shape), np.dtype(leaf.dtype))
+  return {tuple(map(_key_name, path)): spec(leaf) for path, leaf in leaves}
 
 
 def _fmt_path(path: tuple[str, ...]) -> str:
@@ -79,17 +77,16 @@ def _differences(saved, wanted) -> list[str]:
   only_saved = sorted(set(saved) - set(wanted))
   only_wanted = sorted(set(wanted) - set(saved))
   if only_wanted:
-    problems.append(
-        f"{len(only_wanted)} array(s) of this run are missing from the "
-        f"checkpoint: {_listing([_fmt_path(p) for p in only_wanted])}")
+    problems.append(f"{len(only_wanted)} array(s) of this run are missing from the "
+                    f"checkpoint: {_listing([_fmt_path(p) for p in only_wanted])}")
   if only_saved:
-    problems.append(
-        f"{len(only_saved)} array(s) in the checkpoint are not in this run: "
-        f"{_listing([_fmt_path(p) for p in only_saved])}")
+    problems.append(f"{len(only_saved)} array(s) in the checkpoint are not in this run: "
+                    f"{_listing([_fmt_path(p) for p in only_saved])}")
   mismatched = [
       f"{_fmt_path(p)} checkpoint {saved[p][0]} {saved[p][1]} vs run "
       f"{wanted[p][0]} {wanted[p][1]}"
-      for p in sorted(set(saved) & set(wanted)) if saved[p] != wanted[p]
+      for p in sorted(set(saved) & set(wanted))
+      if saved[p] != wanted[p]
   ]
   if mismatched:
     problems.append(f"{len(mismatched)} array(s) differ in shape or dtype: "
@@ -101,9 +98,8 @@ def _to_host(x) -> np.ndarray:
   """One host copy of a leaf; every process then holds the same numpy array."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     if not x.is_fully_replicated:
-      raise ValueError(
-          "Checkpointer.save takes one unreplicated copy of the state; got an "
-          f"array sharded across processes with sharding {x.sharding}.")
+      raise ValueError("Checkpointer.save takes one unreplicated copy of the state; got an "
+                       f"array sharded across processes with sharding {x.sharding}.")
     x = x.addressable_data(0)
   return np.asarray(x)
 
@@ -134,14 +130,11 @@ def _ignore_closed_loop_reports():
   sys.unraisablehook = hook
 
 
-def _corrupt(path: epath.Path, step: int, steps: list[int],
-             cause: str) -> CheckpointError:
+def _corrupt(path: epath.Path, step: int, steps: list[int], cause: str) -> CheckpointError:
   older = [s for s in steps if s < step]
-  fallback = (f"move {path} aside to resume from step {older[-1]}, or "
-              if older else "")
-  return CheckpointError(
-      f"Checkpoint {path} (step {step}) is corrupt or unreadable ({cause}). "
-      f"It was left untouched. Fix: {fallback}start over in a new --workdir.")
+  fallback = (f"move {path} aside to resume from step {older[-1]}, or " if older else "")
+  return CheckpointError(f"Checkpoint {path} (step {step}) is corrupt or unreadable ({cause}). "
+                         f"It was left untouched. Fix: {fallback}start over in a new --workdir.")
 
 
 class Checkpointer:
@@ -154,8 +147,7 @@ class Checkpointer:
   restore.
   """
 
-  def __init__(self, directory: str | epath.PathLike, *, keep: int = 3,
-               async_save: bool = False):
+  def __init__(self, directory: str | epath.PathLike, *, keep: int = 3, async_save: bool = False):
     self._directory = epath.Path(directory)
     # From the start, not at a failure: reads in flight report on their own threads, some before
     # the failure reaches the restoring thread, some after a later Checkpointer began.
@@ -166,9 +158,8 @@ class Checkpointer:
             _STATE: ocp.StandardCheckpointHandler(),
             _METADATA: ocp.JsonCheckpointHandler(),
         },
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True,
-            enable_async_checkpointing=async_save),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=async_save),
     )
 
   @property
@@ -199,22 +190,18 @@ class Checkpointer:
     """
     latest = self.latest_step()
     if latest is not None and step <= latest:
-      logging.warning(
-          "Not saving step %d in %s: step %d is already saved there.", step,
-          self._directory, latest)
+      logging.warning("Not saving step %d in %s: step %d is already saved there.", step,
+                      self._directory, latest)
       return False
     host_state = jax.tree.map(_to_host, state)
     self._manager.save(
-        step,
-        args=ocp.args.Composite(**{
+        step, args=ocp.args.Composite(**{
             _STATE: ocp.args.StandardSave(host_state),
             _METADATA: ocp.args.JsonSave(dict(metadata)),
-        }),
-        force=True)
+        }), force=True)
     return True
 
-  def restore(self, template: Any,
-              step: int | None = None) -> tuple[Any, dict[str, Any]]:
+  def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Reads checkpoint `step` (default: latest) shaped like `template`.
 
     Args:
@@ -236,9 +223,8 @@ class Checkpointer:
         raise CheckpointError(f"No checkpoint to restore in {self._directory}.")
       step = steps[-1]
     elif step not in steps:
-      raise CheckpointError(
-          f"No checkpoint for step {step} in {self._directory}; the steps "
-          f"there are {steps}.")
+      raise CheckpointError(f"No checkpoint for step {step} in {self._directory}; the steps "
+                            f"there are {steps}.")
     path = self._directory / str(step)
 
     try:
@@ -246,22 +232,18 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       raise _corrupt(path, step, steps, _describe(e)) from e
     if saved is None:
-      raise _corrupt(path, step, steps,
-                     f"no readable metadata in {path / _STATE}")
+      raise _corrupt(path, step, steps, f"no readable metadata in {path / _STATE}")
     problems = _differences(_specs(saved.tree), _specs(template))
     if problems:
-      raise CheckpointError(
-          f"Checkpoint {path} (step {step}) does not match the train state "
-          "of this run: " + ". ".join(problems)
-          + ". This happens when a run restarts in the same workdir with a "
-          "different config (e.g. another norm or depth). " + _FIX)
+      raise CheckpointError(f"Checkpoint {path} (step {step}) does not match the train state "
+                            "of this run: " + ". ".join(problems) +
+                            ". This happens when a run restarts in the same workdir with a "
+                            "different config (e.g. another norm or depth). " + _FIX)
 
-    abstract = jax.tree.map(
-        lambda x: np.empty(np.shape(x), np.dtype(x.dtype)), template)
+    abstract = jax.tree.map(lambda x: np.empty(np.shape(x), np.dtype(x.dtype)), template)
     try:
       restored = self._manager.restore(
-          step,
-          args=ocp.args.Composite(**{
+          step, args=ocp.args.Composite(**{
               _STATE: ocp.args.StandardRestore(abstract),
               _METADATA: ocp.args.JsonRestore(),
           }))

@@ -32,8 +32,8 @@ def _keep(record):
   """The log filter: all of byol_jax's records; a library's only if a warning or --verbosity>=1."""
   if record.pathname.startswith(_OWN_CODE) or logging.get_verbosity() >= 1:
     return True
-  return record.levelno >= python_logging.WARNING and not any(
-      noise in record.getMessage() for noise in _LIBRARY_NOISE)
+  return record.levelno >= python_logging.WARNING and not any(noise in record.getMessage()
+                                                              for noise in _LIBRARY_NOISE)
 
 
 def quiet_library_logs():

@@ -85,17 +85,23 @@ def base_config():
   c.profile_first_step = config_dict.placeholder(int)
   c.profile_steps = 5
   # Evaluation after training (linear probe on frozen features, kNN).
-  c.eval = ml_collections.ConfigDict(dict(
-      enabled=True,  # Evaluate (and print top-1) when training ends.
-      # The official protocol: raw features, lr = linear_base_lr x batch/256. True standardises
-      # the features first (evaluation/linear.py), so one lr fits encoders of any feature scale.
-      linear_epochs=80, linear_batch_size=1024, linear_base_lr=0.2, standardize_features=False,
-      knn_k=20, knn_temperature=0.07,
-      batch_size=1000, random_init_baseline=True,
-      crop_fraction=0.875,  # Test views: the central 87.5% (224 of 256), resized.
-      # True: the paper's protocol (fresh crop + flip views each epoch); False: cached features
-      # of centre crops, far cheaper on a CPU.
-      linear_augment=True))
+  c.eval = ml_collections.ConfigDict(
+      dict(
+          enabled=True,  # Evaluate (and print top-1) when training ends.
+          # The official protocol: raw features, lr = linear_base_lr x batch/256. True standardises
+          # the features first (evaluation/linear.py), so one lr fits encoders of any feature scale.
+          linear_epochs=80,
+          linear_batch_size=1024,
+          linear_base_lr=0.2,
+          standardize_features=False,
+          knn_k=20,
+          knn_temperature=0.07,
+          batch_size=1000,
+          random_init_baseline=True,
+          crop_fraction=0.875,  # Test views: the central 87.5% (224 of 256), resized.
+          # True: the paper's protocol (fresh crop + flip views each epoch); False: cached features
+          # of centre crops, far cheaper on a CPU.
+          linear_augment=True))
   return c
 
 
@@ -118,7 +124,7 @@ def apply_preset(c, preset, *, tiny=None):
   """
   if preset not in PRESETS:
     raise ConfigError(f"Unknown config preset {preset!r}; valid presets: {PRESETS[1:]} "
-                     "(e.g. --config=configs/byol_gn_ws.py:tiny), or none.")
+                      "(e.g. --config=configs/byol_gn_ws.py:tiny), or none.")
   if preset == "tiny":
     c.dataset = "shapes10"
     c.image_size = 32
@@ -189,19 +195,19 @@ def validate(c):
       raise ConfigError(f"config.{key}={c[key]!r} must be a positive integer.")
   if c.max_steps is not None and c.max_steps < 1:
     raise ConfigError(f"config.max_steps={c.max_steps!r} must be a positive integer (or unset to "
-                     "train for config.epochs).")
+                      "train for config.epochs).")
   if c.profile_first_step is not None and c.profile_first_step < 2:
     raise ConfigError(f"config.profile_first_step={c.profile_first_step!r} must be >= 2: step 1 "
-                     "compiles, so a profile of it shows compilation, not training.")
+                      "compiles, so a profile of it shows compilation, not training.")
   for key in ("base_lr", "probe_lr", "temperature"):
     if not c[key] > 0:
       raise ConfigError(f"config.{key}={c[key]!r} must be > 0.")
   if c.weight_decay < 0 or c.warmup_epochs < 0:
     raise ConfigError("config.weight_decay and config.warmup_epochs must be >= 0; got "
-                     f"{c.weight_decay!r} and {c.warmup_epochs!r}.")
+                      f"{c.weight_decay!r} and {c.warmup_epochs!r}.")
   if not 0 < c.crop_min_area <= 1:
     raise ConfigError(f"config.crop_min_area={c.crop_min_area!r} must be in (0, 1]: the smallest "
-                     "random crop as a fraction of the image's area (BYOL: 0.08).")
+                      "random crop as a fraction of the image's area (BYOL: 0.08).")
   if not 0 <= c.tau_base <= 1:
     raise ConfigError(f"config.tau_base={c.tau_base!r} must be in [0, 1].")
   for view in ("view1", "view2"):
@@ -215,7 +221,7 @@ def validate(c):
   if c.init == "bn_stats":
     if c.method != "byol":
       raise ConfigError("config.init='bn_stats' is the modified init of BYOL without batch "
-                       f"statistics; it is not defined for config.method={c.method!r}.")
+                        f"statistics; it is not defined for config.method={c.method!r}.")
     norms = dict(zip(("norm", "projector_norm", "predictor_norm"), (c.norm,) + head_norms(c)))
     not_none = {k: v for k, v in norms.items() if v != "none"}
     if not_none:
@@ -225,5 +231,5 @@ def validate(c):
           "--config.norm=none (and leave projector_norm/predictor_norm unset), or init=default.")
     if not c.bn_cross_replica:
       raise ConfigError("config.init='bn_stats' measures the statistics of the global batch, "
-                       "which needs config.bn_cross_replica=True.")
+                        "which needs config.bn_cross_replica=True.")
   return c

@@ -23,14 +23,18 @@ from byol_jax import model
 # What an export keeps of its run's config: the encoder's keys, and where its data came from.
 _CONFIG_KEYS = model.ENCODER_KEYS + ("image_size", "dataset")
 # Keys that exports written before them lack, at the values those exports were trained with.
-_OLD_EXPORT_DEFAULTS = {"compute_dtype": "float32", "conv_init": "he",
-                        "zero_init_last_norm": True, "bn_cross_replica": True}
+_OLD_EXPORT_DEFAULTS = {
+    "compute_dtype": "float32", "conv_init": "he", "zero_init_last_norm": True,
+    "bn_cross_replica": True
+}
 _PARAMS, _STATE = "params", "state"
 
 
 def _flatten(kind, tree):
-  return {f"{kind}|{module}|{name}": np.asarray(value)
-          for module, leaves in tree.items() for name, value in leaves.items()}
+  return {
+      f"{kind}|{module}|{name}": np.asarray(value) for module, leaves in tree.items()
+      for name, value in leaves.items()
+  }
 
 
 def _unflatten(arrays, kind):
@@ -50,8 +54,9 @@ def save_encoder(directory, config, params, state):
   """
   directory = epath.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  arrays = {**_flatten(_PARAMS, model.encoder_only(params)),
-            **_flatten(_STATE, model.encoder_only(state))}
+  arrays = {
+      **_flatten(_PARAMS, model.encoder_only(params)), **_flatten(_STATE, model.encoder_only(state))
+  }
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
   files.write_atomically(directory / "encoder.npz", buffer.getvalue())

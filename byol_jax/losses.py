@@ -30,8 +30,7 @@ def byol_loss(prediction_1, prediction_2, target_1, target_2):
   """
   chex.assert_rank(prediction_1, 2)  # [batch, dim]: a stray axis would broadcast silently.
   chex.assert_equal_shape([prediction_1, prediction_2, target_1, target_2])
-  return jnp.mean(regression_loss(prediction_1, target_2) +
-                  regression_loss(prediction_2, target_1))
+  return jnp.mean(regression_loss(prediction_1, target_2) + regression_loss(prediction_2, target_1))
 
 
 def _global_batch(x, axis_name):

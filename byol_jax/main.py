@@ -90,8 +90,9 @@ def _train(config, workdir):
   if watch is not None:
     watch.finished()
   if not completed:
-    logging.warning("Stopped at step %d before the end; the checkpoint is saved. Run the same "
-                    "command again to resume.", trainer.step)
+    logging.warning(
+        "Stopped at step %d before the end; the checkpoint is saved. Run the same "
+        "command again to resume.", trainer.step)
     sys.exit(143)
   return results
 
@@ -100,9 +101,9 @@ def _evaluate(config, trainer):
   if not config.eval.enabled:
     return None
   if not trainer.info.num_classes:
-    logging.warning("Skipping the evaluation: %s has no labels (a flat image folder). Evaluate "
-                    "the exported encoder on a labelled dataset with byol_jax.linear_eval.",
-                    config.dataset)
+    logging.warning(
+        "Skipping the evaluation: %s has no labels (a flat image folder). Evaluate "
+        "the exported encoder on a labelled dataset with byol_jax.linear_eval.", config.dataset)
     return None
   return trainer.evaluate()
 
@@ -110,10 +111,11 @@ def _evaluate(config, trainer):
 def _exit_lost_peer(reason):
   """Reports a lost process and exits at once, skipping jax.distributed's shutdown barrier,
   which would wait for the lost process until the heartbeat timeout and then abort."""
-  print(f"Process {jax.process_index()} of {jax.process_count()} lost another process of this "
-        f"run ({reason}). Its host probably died or was preempted. Rerun the same command on "
-        "every host: the run resumes from the last checkpoint that all of them finished.",
-        file=sys.stderr, flush=True)
+  print(
+      f"Process {jax.process_index()} of {jax.process_count()} lost another process of this "
+      f"run ({reason}). Its host probably died or was preempted. Rerun the same command on "
+      "every host: the run resumes from the last checkpoint that all of them finished.",
+      file=sys.stderr, flush=True)
   logging.flush()
   sys.stdout.flush()
   os._exit(1)  # pylint: disable=protected-access

@@ -45,9 +45,10 @@ class MetricWriter:
       self._summary.flush()
       for old in old_events:
         tf.io.gfile.remove(old)
-      logging.info("Resuming at step %d: metrics.jsonl and TensorBoard keep the %d records up to "
-                   "it; later ones were from steps the restored checkpoint had not reached.",
-                   start_step, len(records))
+      logging.info(
+          "Resuming at step %d: metrics.jsonl and TensorBoard keep the %d records up to "
+          "it; later ones were from steps the restored checkpoint had not reached.", start_step,
+          len(records))
 
   def write(self, step, scalars):
     if not self._enabled:
@@ -120,10 +121,10 @@ class Progress:
       eta = (self._total - step) * self._batch / max(images_per_sec, 1e-9)
       rate = f" {images_per_sec:.1f} img/s ETA {_duration(eta)}"
     self._last_step, self._last_time = step, now
-    probe = (f"probe_acc {scalars['probe_accuracy']:.3f} " if "probe_accuracy" in scalars
-             else "")  # No probe without labels.
-    skipped = (f"skipped_images {scalars['skipped_images']:.0f} " if "skipped_images" in scalars
-               else "")
+    probe = (f"probe_acc {scalars['probe_accuracy']:.3f} " if "probe_accuracy" in scalars else ""
+            )  # No probe without labels.
+    skipped = (f"skipped_images {scalars['skipped_images']:.0f} "
+               if "skipped_images" in scalars else "")
     line = (f"step {step}/{self._total} epoch {step / self._steps_per_epoch:.2f} "
             f"loss {scalars['loss']:.4f} lr {scalars['lr']:.4g} "
             f"tau {scalars['tau']:.5f} {probe}"

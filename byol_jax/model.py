@@ -45,7 +45,8 @@ def _encoder_norm(config, bn_stats_pass):
 
 def _norm_options(config, bn_stats_pass):
   return dict(
-      weight_standardization=config.weight_standardization, gn_groups=config.gn_groups,
+      weight_standardization=config.weight_standardization,
+      gn_groups=config.gn_groups,
       bn_cross_replica_axis=AXIS if config.bn_cross_replica else None,
       # Decay 0 makes the moving averages of the statistics pass equal its batch statistics.
       bn_decay_rate=0.0 if bn_stats_pass else 0.9)
@@ -64,12 +65,16 @@ def encoder_fn(config, *, bn_stats_pass=False, remat_blocks=False):
     # Mixed precision: the layers compute in their input's dtype on float32 params (so gradients,
     # optimizer state and the EMA stay float32).
     return nets.ResNet(
-        depth=config.depth, width=config.width, stem=config.stem, norm=norm,
+        depth=config.depth,
+        width=config.width,
+        stem=config.stem,
+        norm=norm,
         conv_init=config.conv_init,
         # The modified init's gamma0 is 0 for the last norm of each block, by its definition.
         zero_init_last_norm=bn_stats_pass or config.zero_init_last_norm,
-        remat_blocks=remat_blocks, name="encoder", **_norm_options(config, bn_stats_pass))(
-            images.astype(compute_dtype), is_training)
+        remat_blocks=remat_blocks,
+        name="encoder",
+        **_norm_options(config, bn_stats_pass))(images.astype(compute_dtype), is_training)
 
   return encoder
 
@@ -86,13 +91,13 @@ def network_fn(config, *, bn_stats_pass=False):
 
   def forward(images, is_training):
     embedding = encoder(images, is_training)
-    projection = nets.MLP(config.projector_hidden_size, config.projection_size,
-                          norm=projector_norm, name="projector", **common)(embedding, is_training)
+    projection = nets.MLP(config.projector_hidden_size, config.projection_size, norm=projector_norm,
+                          name="projector", **common)(embedding, is_training)
     outputs = dict(embedding=embedding, projection=projection)
     if config.method == "byol":
-      outputs["prediction"] = nets.MLP(
-          config.predictor_hidden_size, config.projection_size, norm=predictor_norm,
-          name="predictor", **common)(projection, is_training)
+      outputs["prediction"] = nets.MLP(config.predictor_hidden_size, config.projection_size,
+                                       norm=predictor_norm, name="predictor", **common)(projection,
+                                                                                        is_training)
     return {k: v.astype(jnp.float32) for k, v in outputs.items()}
 
   return forward
@@ -141,8 +146,7 @@ def make_embed_fn(config, params, state):
 @functools.lru_cache(maxsize=None)
 def _embed_program(encoder_json):
   """One jitted program per encoder, shared by every set of params (trained and random init)."""
-  encoder = hk.transform_with_state(
-      encoder_fn(ml_collections.ConfigDict(json.loads(encoder_json))))
+  encoder = hk.transform_with_state(encoder_fn(ml_collections.ConfigDict(json.loads(encoder_json))))
 
   def embed(params, state, images):
     features, _ = encoder.apply(encoder_only(params), encoder_only(state), None,

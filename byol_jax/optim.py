@@ -12,8 +12,8 @@ def decay_and_adapt_mask(params):
 
   Biases and normalization parameters are excluded from both, as in BYOL and SimCLR.
   """
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: path[-1].key not in _EXCLUDED_PARAM_NAMES, params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key not in _EXCLUDED_PARAM_NAMES,
+                                          params)
 
 
 def learning_rate_schedule(*, base_lr, batch_size, total_steps, warmup_steps):
@@ -22,16 +22,18 @@ def learning_rate_schedule(*, base_lr, batch_size, total_steps, warmup_steps):
   warmup_steps = min(warmup_steps, total_steps)
   if warmup_steps == total_steps:
     return optax.linear_schedule(0.0, peak, max(warmup_steps, 1))
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=peak, warmup_steps=warmup_steps,
-      decay_steps=total_steps, end_value=0.0)
+  return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak,
+                                            warmup_steps=warmup_steps, decay_steps=total_steps,
+                                            end_value=0.0)
 
 
 def tau_schedule(*, tau_base, total_steps):
   """The target EMA rate tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, from tau_base to 1."""
+
   def schedule(step):
     progress = jnp.minimum(step / total_steps, 1.0)
     return 1.0 - (1.0 - tau_base) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+
   return schedule
 
 
@@ -46,6 +48,5 @@ def lars(learning_rate, *, weight_decay, momentum=0.9, trust_coefficient=1e-3):
   return optax.chain(
       optax.add_decayed_weights(weight_decay, mask=decay_and_adapt_mask),
       optax.masked(optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient),
-                   decay_and_adapt_mask),
-      optax.trace(decay=momentum),
+                   decay_and_adapt_mask), optax.trace(decay=momentum),
       optax.scale_by_learning_rate(learning_rate))

@@ -35,21 +35,23 @@ class Trainer:
   def __init__(self, config, workdir):
     self.config = config
     self.workdir = workdir
-    pipeline.per_device_batch_size(config.batch_size, jax.process_count(),
-                                   jax.local_device_count(), name="config.batch_size")
+    pipeline.per_device_batch_size(config.batch_size, jax.process_count(), jax.local_device_count(),
+                                   name="config.batch_size")
     self.info = sources.dataset_info(config.dataset, config.data_dir,
-                                      skip_corrupt=config.skip_corrupt_images)
+                                     skip_corrupt=config.skip_corrupt_images)
     if self.info.num_classes == 1:
-      logging.warning("%s has a single class: the probe's and the evaluation's top-1 are 1.0 "
-                      "whatever the encoder learns.", config.dataset)
+      logging.warning(
+          "%s has a single class: the probe's and the evaluation's top-1 are 1.0 "
+          "whatever the encoder learns.", config.dataset)
     self.steps_per_epoch = max(self.info.num_train_examples // config.batch_size, 1)
     self.total_steps = train.total_steps(config, self.steps_per_epoch)
     self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                                 keep=config.keep_checkpoints,
                                                 async_save=config.async_checkpoints)
     self.writer = None  # Opened by train(), once the restored step is known.
-    self.update = train.map_over_devices(train.make_update(
-        config, num_classes=self.info.num_classes, steps_per_epoch=self.steps_per_epoch))
+    self.update = train.map_over_devices(
+        train.make_update(config, num_classes=self.info.num_classes,
+                          steps_per_epoch=self.steps_per_epoch))
     self.step = 0
     self.state = None
     self._stop_reason = None
@@ -71,19 +73,19 @@ class Trainer:
     hosts' slices is a different global batch than one process reads.
     """
     c = self.config
-    return pipeline.pretrain_batches(
-        dataset=c.dataset, data_dir=c.data_dir, split=self.info.pretrain_split,
-        global_batch_size=c.batch_size, image_size=c.image_size, seed=c.seed,
-        start_step=start_step, process_index=process_index, process_count=process_count,
-        local_device_count=local_device_count, shuffle_buffer=c.shuffle_buffer,
-        crop_min_area=c.crop_min_area, skip_corrupt=c.skip_corrupt_images)
+    return pipeline.pretrain_batches(dataset=c.dataset, data_dir=c.data_dir,
+                                     split=self.info.pretrain_split, global_batch_size=c.batch_size,
+                                     image_size=c.image_size, seed=c.seed, start_step=start_step,
+                                     process_index=process_index, process_count=process_count,
+                                     local_device_count=local_device_count,
+                                     shuffle_buffer=c.shuffle_buffer, crop_min_area=c.crop_min_area,
+                                     skip_corrupt=c.skip_corrupt_images)
 
   def _fresh_state(self):
     c = self.config
     return train.init_state(c, jax.random.PRNGKey(c.seed),
                             image_shape=(c.image_size, c.image_size, 3),
-                            num_classes=self.info.num_classes,
-                            steps_per_epoch=self.steps_per_epoch)
+                            num_classes=self.info.num_classes, steps_per_epoch=self.steps_per_epoch)
 
   def _initial_state(self):
     """The latest checkpoint's state, or the untrained one."""
@@ -103,11 +105,12 @@ class Trainer:
     if self.config.init != "bn_stats":
       return fresh
     first = next(iter(self._batches(0)))
-    augment_first_view = jax.pmap(
-        lambda b: train.augment_views(self.config, b, 0)[0], axis_name=model.AXIS)
+    augment_first_view = jax.pmap(lambda b: train.augment_views(self.config, b, 0)[0],
+                                  axis_name=model.AXIS)
     params = bn_stats.initialize(self.config, fresh.online_params, augment_first_view(first))
-    logging.info("Modified init: scales and offsets set from the BN statistics of one "
-                 "augmented batch of %d images.", self.config.batch_size)
+    logging.info(
+        "Modified init: scales and offsets set from the BN statistics of one "
+        "augmented batch of %d images.", self.config.batch_size)
     return fresh._replace(online_params=params, target_params=params)
 
   def _warn_config_changes(self, saved_json):
@@ -116,8 +119,9 @@ class Trainer:
     changed = sorted(k for k in set(saved) | set(now)
                      if saved.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES)
     if changed:
-      logging.warning("Resuming with a config that differs from the checkpoint's in %s; the run "
-                      "is no longer the one that was started.", changed)
+      logging.warning(
+          "Resuming with a config that differs from the checkpoint's in %s; the run "
+          "is no longer the one that was started.", changed)
 
   def _save(self, skipped):
     self.checkpointer.save(self.step, checkpoint_tree(train.unreplicate(self.state)),
@@ -181,9 +185,9 @@ class Trainer:
     if self.step >= self.total_steps:
       return True
     self._start(host_state)
-    self.writer = metric_writer.MetricWriter(
-        self.workdir, start_step=self.step, enabled=jax.process_index() == 0,
-        hparams=metric_writer.flat_hparams(c))
+    self.writer = metric_writer.MetricWriter(self.workdir, start_step=self.step,
+                                             enabled=jax.process_index() == 0,
+                                             hparams=metric_writer.flat_hparams(c))
     self._profile = ProfilerWindow(c.profile_first_step, c.profile_steps,
                                    os.path.join(self.workdir, "tensorboard"))
     batches = self._batches(self.step)
@@ -200,9 +204,9 @@ class Trainer:
       if progress is None:  # The rate and ETA leave out the first step, which compiles.
         jax.block_until_ready(metrics)
         logging.info("First step, compilation included: %.1f s.", time.time() - first_start)
-        progress = metric_writer.Progress(
-            total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
-            global_batch_size=c.batch_size, start_step=self.step)
+        progress = metric_writer.Progress(total_steps=self.total_steps,
+                                          steps_per_epoch=self.steps_per_epoch,
+                                          global_batch_size=c.batch_size, start_step=self.step)
       stop = self._stop_requested()
       at_checkpoint = self.step % c.checkpoint_every == 0 or self.step == self.total_steps
       if stop or at_checkpoint or self.step % c.log_every == 0:
@@ -240,9 +244,8 @@ class Trainer:
     host_state = train.unreplicate(self.state)
     fresh = self._untrained_state()
     return protocol.evaluate_encoder(
-        self.config,
-        embed_fn=model.make_embed_fn(self.config, host_state.online_params,
-                                     host_state.online_state),
+        self.config, embed_fn=model.make_embed_fn(self.config, host_state.online_params,
+                                                  host_state.online_state),
         random_init_embed_fn=model.make_embed_fn(self.config, fresh.online_params,
                                                  fresh.online_state))
 
@@ -263,8 +266,8 @@ class ProfilerWindow:
     if self._tracing and step == self._last:
       jax.block_until_ready(metrics)  # The trace ends once the last traced step has run.
       self.close()
-      logging.info("Wrote a profile of steps %d-%d to %s (TensorBoard's profile tab).",
-                   self._first, self._last, self._log_dir)
+      logging.info("Wrote a profile of steps %d-%d to %s (TensorBoard's profile tab).", self._first,
+                   self._last, self._log_dir)
 
   def close(self):
     if self._tracing:

@@ -27,6 +27,7 @@ from byol_jax import model
 from byol_jax import optim
 from byol_jax.data import augment
 
+
 class TrainState(NamedTuple):
   """Everything a step reads and writes. Target fields are None for SimCLR, probe fields None
   when the data has no labels (an unlabelled image folder)."""
@@ -60,8 +61,8 @@ def total_steps(config, steps_per_epoch):
 
 def make_optimizers(config, schedules):
   return (optim.lars(schedules.learning_rate, weight_decay=config.weight_decay,
-                     momentum=config.momentum, trust_coefficient=config.trust_coefficient),
-          optax.adam(config.probe_lr))
+                     momentum=config.momentum,
+                     trust_coefficient=config.trust_coefficient), optax.adam(config.probe_lr))
 
 
 def _untrained_bn_state(state):
@@ -71,11 +72,13 @@ def _untrained_bn_state(state):
   resetting them makes evaluation-mode BN of an untrained network the identity (as in PyTorch),
   and the first training step then starts the zero-debiased averages from scratch.
   """
+
   def reset(path, value):
     module, name = path[0].key, path[1].key
     if module.endswith("/~/var_ema") and name == "average":
       return jnp.ones_like(value)
     return jnp.zeros_like(value)
+
   return jax.tree_util.tree_map_with_path(reset, state)
 
 
@@ -91,6 +94,7 @@ def _network_init(network):
   BN can only be initialised in training mode, which with cross-replica statistics needs the
   mapped axis: a size-1 vmap binds it.
   """
+
   def init(rng, images):
     return network.init(rng, images, is_training=True)
 
@@ -123,11 +127,10 @@ def init_state(config, rng, *, image_shape, num_classes, steps_per_epoch) -> Tra
     if probe is not None:
       probe_params = probe.init(probe_rng, jnp.zeros((1, model.embedding_size(config))))
       probe_opt_state = probe_optimizer.init(probe_params)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32), online_params=params, online_state=state,
-        target_params=params if is_byol else None, target_state=state if is_byol else None,
-        opt_state=optimizer.init(params), probe_params=probe_params,
-        probe_opt_state=probe_opt_state)
+    return TrainState(step=jnp.zeros((), jnp.int32), online_params=params, online_state=state,
+                      target_params=params if is_byol else None,
+                      target_state=state if is_byol else None, opt_state=optimizer.init(params),
+                      probe_params=probe_params, probe_opt_state=probe_opt_state)
 
   return init(rng)
 
@@ -198,8 +201,8 @@ def make_update(config, *, num_classes, steps_per_epoch):
                                           is_training=True)
         targets.append(jax.lax.stop_gradient(out))
     grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
-    (grads, probe_grads), aux = grad_fn(state.online_params, state.probe_params,
-                                        state.online_state, views, targets, batch["label"])
+    (grads, probe_grads), aux = grad_fn(state.online_params, state.probe_params, state.online_state,
+                                        views, targets, batch["label"])
     grads, probe_grads = _mean_over_replicas((grads, probe_grads))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.online_params)
     online_params = optax.apply_updates(state.online_params, updates)
@@ -210,18 +213,18 @@ def make_update(config, *, num_classes, steps_per_epoch):
     tau = schedules.tau(state.step)
     target_params = None
     if is_byol:
-      target_params = jax.tree.map(lambda t, o: tau * t + (1.0 - tau) * o,
-                                   state.target_params, online_params)
+      target_params = jax.tree.map(lambda t, o: tau * t + (1.0 - tau) * o, state.target_params,
+                                   online_params)
     grad_norm = optax.tree.norm(grads)
     metrics = {k: v for k, v in aux.items() if k != "online_state"}
     metrics = _mean_over_replicas(metrics)
     metrics.update(grad_norm=grad_norm, lr=schedules.learning_rate(state.step),
-                   tau=tau if is_byol else jnp.zeros(()),
-                   finite=jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm))
-    new_state = TrainState(
-        step=state.step + 1, online_params=online_params, online_state=aux["online_state"],
-        target_params=target_params, target_state=target_state, opt_state=opt_state,
-        probe_params=probe_params, probe_opt_state=probe_opt_state)
+                   tau=tau if is_byol else jnp.zeros(
+                       ()), finite=jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm))
+    new_state = TrainState(step=state.step + 1, online_params=online_params,
+                           online_state=aux["online_state"], target_params=target_params,
+                           target_state=target_state, opt_state=opt_state,
+                           probe_params=probe_params, probe_opt_state=probe_opt_state)
     return new_state, metrics
 
   return per_replica_update

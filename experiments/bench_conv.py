@@ -92,14 +92,16 @@ def _jax_times(batch, px, cin, cout, kernel, stride, repeats):
     forward = jit(lambda x, w: conv_fn(x, w, stride))
     dx = jit(lambda x, w, g: jax.vjp(lambda x: conv_fn(x, w, stride), x)[1](g)[0])
     dw = jit(lambda x, w, g: jax.vjp(lambda w: conv_fn(x, w, stride), w)[1](g)[0])
-    results = [_timed(lambda f=f, a=a: jax.block_until_ready(f(*a)), repeats)
-               for f, a in ((forward, (x, w)), (dx, (x, w, g)), (dw, (x, w, g)))]
+    results = [
+        _timed(lambda f=f, a=a: jax.block_until_ready(f(*a)), repeats)
+        for f, a in ((forward, (x, w)), (dx, (x, w, g)), (dw, (x, w, g)))
+    ]
     return [ms for ms, _ in results], results[0][1]
 
   path = "matmul" if conv.use_matmul(x.shape, w.shape, stride) else "XLA conv"
   ours = compile_options.for_platform("cpu") or None
-  return (path, timed(conv.conv2d, ours), timed(conv.conv2d),
-          sum(timed(conv.matmul_conv2d, ours)[0]))
+  return (path, timed(conv.conv2d,
+                      ours), timed(conv.conv2d), sum(timed(conv.matmul_conv2d, ours)[0]))
 
 
 def _torch_times(batch, px, cin, cout, kernel, stride, repeats, *, threads):
@@ -134,10 +136,10 @@ def main():
   lines = []
   for model, batch, px, cin, cout, kernel, stride in LAYERS:
     shape = (batch, px, cin, cout, kernel, stride)
-    path, ((forward, dx, dw), busy), (default, default_busy), im2col = _jax_times(*shape,
-                                                                                 args.repeats)
+    path, ((forward, dx, dw), busy), (default,
+                                      default_busy), im2col = _jax_times(*shape, args.repeats)
     torch_forward, torch_total = _torch_times(*shape, args.repeats, threads=cores)
-    gflop = 2 * batch * (-(-px // stride)) ** 2 * kernel * kernel * cin * cout / 1e9
+    gflop = 2 * batch * (-(-px // stride))**2 * kernel * kernel * cin * cout / 1e9
     ours = forward + dx + dw
     lines.append(
         f"| {model} | {batch} | {px} | {cin}->{cout} | {kernel}x{kernel}/{stride} | {path} | "
@@ -151,26 +153,22 @@ def main():
   text = "\n".join([
       f"One conv layer's forward and gradients, ours (jitted, 1 XLA:CPU device, float32, "
       f"XLA_FLAGS={flags!r}) against PyTorch (eager, NCHW, {cores} threads), on "
-      f"{machine.cpu_name()}, {cores} cores. Milliseconds, median of {args.repeats} calls.",
-      "",
+      f"{machine.cpu_name()}, {cores} cores. Milliseconds, median of {args.repeats} calls.", "",
       "| row | batch | px | channels | kernel/stride | conv2d's path | GFLOP fwd | "
       "ours fwd (GFLOP/s, cores busy) | ours dx | ours dw | ours fwd+dx+dw | "
       "the same, XLA's default options (fwd cores busy) | im2col fwd+dx+dw | "
       "PyTorch fwd (GFLOP/s) | PyTorch fwd+bwd | ours/PyTorch |",
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
-      "| --- |",
-      *lines,
-      "",
+      "| --- |", *lines, "",
       "- ours/PyTorch: speed ratio, PyTorch's forward+backward time over ours (fwd + dx + dw); "
       "above 1x ours is faster.",
       "- Cores busy: the process's CPU time over wall time while the forward pass ran; 1.0 is "
-      "one core.",
-      f"- Ours: compiled with byol_jax.compile_options' options "
+      "one core.", f"- Ours: compiled with byol_jax.compile_options' options "
       f"({compile_options.for_platform('cpu') or 'none on this jaxlib'}); XLA's default "
       f"options hand the convolutions to YNNPACK.",
-      f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.",
-      "",
-      f"Command: `{' '.join(['python experiments/bench_conv.py'] + sys.argv[1:])}`"]) + "\n"
+      f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.", "",
+      f"Command: `{' '.join(['python experiments/bench_conv.py'] + sys.argv[1:])}`"
+  ]) + "\n"
   print(text)
   output = pathlib.Path(args.output)
   output.parent.mkdir(parents=True, exist_ok=True)

@@ -49,16 +49,20 @@ def _commit(repo):
 def run_once(repo, steps, data_dir):
   """Images/s over the last half of one 2-process run of `repo`'s entry point."""
   port = _free_port()
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "JAX_ENABLE_COMPILATION_CACHE": "false", "JAX_PLATFORMS": "cpu"}
+  env = {
+      **os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+      "JAX_ENABLE_COMPILATION_CACHE": "false", "JAX_PLATFORMS": "cpu"
+  }
   with tempfile.TemporaryDirectory() as workdir:
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "byol_jax.main", "--config=configs/byol_gn_ws.py:tiny",
-         f"--workdir={workdir}", f"--config.data_dir={data_dir}", f"--config.max_steps={steps}",
-         f"--config.log_every={steps // 2}", *_SMALL, f"--coordinator_address=127.0.0.1:{port}",
-         "--num_processes=2", f"--process_id={i}"],
-        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen([
+            sys.executable, "-m", "byol_jax.main", "--config=configs/byol_gn_ws.py:tiny",
+            f"--workdir={workdir}", f"--config.data_dir={data_dir}", f"--config.max_steps={steps}",
+            f"--config.log_every={steps // 2}", *_SMALL, f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2", f"--process_id={i}"
+        ], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
     errors = [p.communicate(timeout=1200)[1] for p in procs]
     if any(p.returncode for p in procs):
       sys.exit(f"A run of {repo} failed:\n" + "\n".join(e[-3000:] for e in errors))
@@ -75,7 +79,8 @@ def _time_calls(process_id, port, calls):
   checks = {
       "process_allgather of the stop flag (before)":
           lambda step: multihost_utils.process_allgather(np.array([0, 0], np.int64)),
-      "reached_preemption_sync_point (after)": multihost_utils.reached_preemption_sync_point,
+      "reached_preemption_sync_point (after)":
+          multihost_utils.reached_preemption_sync_point,
   }
   seconds = {}
   for name, check in checks.items():
@@ -91,13 +96,15 @@ def _time_calls(process_id, port, calls):
 def call_costs(calls):
   """{check: seconds per call} measured in process 0 of 2 CPU processes."""
   port = _free_port()
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "JAX_PLATFORMS": "cpu"}
+  env = {
+      **os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"
+  }
   code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
           f"import bench_host_loop as b; b._time_calls(int(sys.argv[1]), {port}, {calls})")
-  procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+  procs = [
+      subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True) for i in range(2)
+  ]
   outputs = [p.communicate(timeout=600) for p in procs]
   if any(p.returncode for p in procs):
     sys.exit("The call timing failed:\n" + "\n".join(e[-3000:] for _, e in outputs))
@@ -121,27 +128,32 @@ def main():
     for repo in repos:  # Alternating, so a slow spell of a shared machine hits both.
       rates[repo].append(run_once(repo, args.steps, data_dir))
       print(f"{repo}: {rates[repo][-1]:.1f} images/s", flush=True)
-  rows = [{"repo": repo, "commit": _commit(repo), "images_per_sec": rates[repo],
-           "median_steps_per_sec": statistics.median(rates[repo]) / 8} for repo in repos]
-  lines = [f"# Host loop, 2 processes x 2 CPU devices ({machine.cpu_name()}, "
-           f"{os.cpu_count()} cores)", "",
-           f"`python experiments/bench_host_loop.py --repos=... --steps={args.steps} "
-           f"--repeats={args.repeats}`: ResNet-18 at width 1/4, 8 px, global batch 8; the rate of "
-           "each run's last half. GN + WS (configs/byol_gn_ws.py:tiny).", "",
-           "| commit | steps/s (median) | ms/step | images/s per run |",
-           "| --- | --- | --- | --- |"]
+  rows = [{
+      "repo": repo, "commit": _commit(repo), "images_per_sec": rates[repo],
+      "median_steps_per_sec": statistics.median(rates[repo]) / 8
+  } for repo in repos]
+  lines = [
+      f"# Host loop, 2 processes x 2 CPU devices ({machine.cpu_name()}, "
+      f"{os.cpu_count()} cores)", "",
+      f"`python experiments/bench_host_loop.py --repos=... --steps={args.steps} "
+      f"--repeats={args.repeats}`: ResNet-18 at width 1/4, 8 px, global batch 8; the rate of "
+      "each run's last half. GN + WS (configs/byol_gn_ws.py:tiny).", "",
+      "| commit | steps/s (median) | ms/step | images/s per run |", "| --- | --- | --- | --- |"
+  ]
   for row in rows:
     lines.append(f"| {row['commit']} | {row['median_steps_per_sec']:.2f} | "
-                 f"{1000 / row['median_steps_per_sec']:.1f} | "
-                 + ", ".join(f"{r:.1f}" for r in row["images_per_sec"]) + " |")
-  lines += ["", f"The per-step stop check on its own (process 0 of 2, mean of {args.calls} calls):",
-            "", "| check | µs per step |", "| --- | --- |"]
+                 f"{1000 / row['median_steps_per_sec']:.1f} | " +
+                 ", ".join(f"{r:.1f}" for r in row["images_per_sec"]) + " |")
+  lines += [
+      "", f"The per-step stop check on its own (process 0 of 2, mean of {args.calls} calls):", "",
+      "| check | µs per step |", "| --- | --- |"
+  ]
   lines += [f"| {name} | {seconds * 1e6:.2f} |" for name, seconds in costs.items()]
   text = "\n".join(lines) + "\n"
   print(text)
   (RESULTS / "host_loop.md").write_text(text)
-  (RESULTS / "host_loop.json").write_text(
-      json.dumps({"runs": rows, "stop_check_seconds": costs}, indent=1) + "\n")
+  (RESULTS / "host_loop.json"
+  ).write_text(json.dumps({"runs": rows, "stop_check_seconds": costs}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

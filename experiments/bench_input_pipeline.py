@@ -51,9 +51,8 @@ def _host_throughput(folder, image_size, batch_size, seconds, cores):
   if cores:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
   from byol_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  batches = pipeline.pretrain_batches(
-      dataset=f"folder:{folder}", data_dir=None, split="all", global_batch_size=batch_size,
-      image_size=image_size, seed=0)
+  batches = pipeline.pretrain_batches(dataset=f"folder:{folder}", data_dir=None, split="all",
+                                      global_batch_size=batch_size, image_size=image_size, seed=0)
   for _ in range(3):  # Warm-up: tf.data autotuning, file cache.
     next(batches)
   count, start = 0, time.perf_counter()
@@ -119,8 +118,8 @@ def main():
       setting = (f"{args.num_images} JPEGs {args.width}x{args.height} (mean "
                  f"{mean_bytes / 1e3:.0f} kB) in a folder, 2 views at {args.image_size} px, "
                  f"batch {args.batch_size}")
-      one = _in_subprocess(_host_throughput, folder, args.image_size, args.batch_size,
-                           args.seconds, 1)
+      one = _in_subprocess(_host_throughput, folder, args.image_size, args.batch_size, args.seconds,
+                           1)
       rows.append(("host pipeline, 1 core", f"{one:.0f} images/s", setting))
       if cores > 1:
         every = _in_subprocess(_host_throughput, folder, args.image_size, args.batch_size,
@@ -137,11 +136,11 @@ def main():
     rows.append((f"on-device augmentation ({device})",
                  f"{ms:.1f} ms per batch ({1e3 * args.batch_size / ms:.0f} images/s)", setting))
 
-  table = "\n".join(
-      [f"Input pipeline benchmark: `python experiments/bench_input_pipeline.py` on "
-       f"{machine.cpu_name()}, {cores} cores available to the process.", "",
-       "| measurement | result | setting |", "| --- | --- | --- |"]
-      + [f"| {name} | {value} | {setting} |" for name, value, setting in rows]) + "\n"
+  table = "\n".join([
+      f"Input pipeline benchmark: `python experiments/bench_input_pipeline.py` on "
+      f"{machine.cpu_name()}, {cores} cores available to the process.", "",
+      "| measurement | result | setting |", "| --- | --- | --- |"
+  ] + [f"| {name} | {value} | {setting} |" for name, value, setting in rows]) + "\n"
   print(table)
   os.makedirs(os.path.dirname(args.output), exist_ok=True)
   with open(args.output, "w") as f:

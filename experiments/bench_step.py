@@ -28,16 +28,17 @@ def measure(spec, steps):
   config = config_lib.from_file(spec)
   devices = jax.local_devices()
   size, batch = config.image_size, config.batch_size
-  state = train.replicate(train.init_state(
-      config, jax.random.PRNGKey(0), image_shape=(size, size, 3), num_classes=10,
-      steps_per_epoch=100), devices)
+  state = train.replicate(
+      train.init_state(config, jax.random.PRNGKey(0), image_shape=(size, size, 3), num_classes=10,
+                       steps_per_epoch=100), devices)
   update = train.map_over_devices(train.make_update(config, num_classes=10, steps_per_epoch=100))
   rng = np.random.default_rng(0)
   shape = (len(devices), batch // len(devices))
-  inputs = {"view1": rng.integers(0, 256, shape + (size, size, 3), dtype=np.uint8),
-            "view2": rng.integers(0, 256, shape + (size, size, 3), dtype=np.uint8),
-            "label": np.zeros(shape, np.int32),
-            "index": np.arange(batch, dtype=np.int32).reshape(shape)}
+  inputs = {
+      "view1": rng.integers(0, 256, shape + (size, size, 3), dtype=np.uint8),
+      "view2": rng.integers(0, 256, shape + (size, size, 3), dtype=np.uint8),
+      "label": np.zeros(shape, np.int32), "index": np.arange(batch, dtype=np.int32).reshape(shape)
+  }
   start = time.perf_counter()
   state, metrics = update(state, inputs)
   jax.block_until_ready(metrics)
@@ -47,8 +48,10 @@ def measure(spec, steps):
     state, metrics = update(state, inputs)
   jax.block_until_ready(metrics)
   step = (time.perf_counter() - start) / steps
-  return {"devices": len(devices), "first_step_s": first, "step_s": step,
-          "images_per_sec": batch / step, "batch": batch, "image_size": size}
+  return {
+      "devices": len(devices), "first_step_s": first, "step_s": step,
+      "images_per_sec": batch / step, "batch": batch, "image_size": size
+  }
 
 
 def main():
@@ -63,25 +66,33 @@ def main():
     return
   rows = []
   for count in (int(n) for n in args.devices.split(",")):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
-           "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, __file__, "--child", f"--config={args.config}",
-                          f"--steps={args.steps}"], env=env, cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+    env = {
+        **os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
+        "JAX_PLATFORMS": "cpu"
+    }
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", f"--config={args.config}", f"--steps={args.steps}"],
+        env=env, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
-  table = [f"Train step of `{args.config}` (batch {rows[0]['batch']}, {rows[0]['image_size']} px, "
-           f"synthetic inputs, mean of {args.steps} steps after the first), "
-           f"{os.cpu_count()} CPU cores.", "",
-           "| fake CPU devices | first step incl. compile (s) | step (s) | images/s |",
-           "| --- | --- | --- | --- |"]
-  table += [f"| {r['devices']} | {r['first_step_s']:.1f} | {r['step_s']:.3f} | "
-            f"{r['images_per_sec']:.0f} |" for r in rows]
-  table += ["", f"Command: `python experiments/bench_step.py --config={args.config} "
-                f"--devices={args.devices} --steps={args.steps}`"]
+  table = [
+      f"Train step of `{args.config}` (batch {rows[0]['batch']}, {rows[0]['image_size']} px, "
+      f"synthetic inputs, mean of {args.steps} steps after the first), "
+      f"{os.cpu_count()} CPU cores.", "",
+      "| fake CPU devices | first step incl. compile (s) | step (s) | images/s |",
+      "| --- | --- | --- | --- |"
+  ]
+  table += [
+      f"| {r['devices']} | {r['first_step_s']:.1f} | {r['step_s']:.3f} | "
+      f"{r['images_per_sec']:.0f} |" for r in rows
+  ]
+  table += [
+      "", f"Command: `python experiments/bench_step.py --config={args.config} "
+      f"--devices={args.devices} --steps={args.steps}`"
+  ]
   text = "\n".join(table) + "\n"
   print(text)
-  name = pathlib.Path(args.config.partition(":")[0]).stem + (
-      "_" + args.config.partition(":")[2] if ":" in args.config else "")
+  name = pathlib.Path(args.config.partition(":")[0]).stem + ("_" + args.config.partition(":")[2]
+                                                             if ":" in args.config else "")
   out_path = ROOT / "experiments" / "results" / f"step_time_{name}.md"
   out_path.write_text(text)
   print(f"Written to {out_path}")

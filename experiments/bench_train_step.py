@@ -103,7 +103,7 @@ def _matmul_peak(spec):
     start = time.perf_counter()
     run()
     best = min(best, time.perf_counter() - start)
-  return {"flops_per_s": 2 * n ** 3 / best}
+  return {"flops_per_s": 2 * n**3 / best}
 
 
 def _jax_config(row, *, weight_standardization, augment):
@@ -135,12 +135,13 @@ def _jax_variant(row, views, *, xla_defaults=False, **variant):
 
   config = _jax_config(row, **variant)
   size, batch = row["size"], row["batch"]
-  state = train.replicate(train.init_state(
-      config, jax.random.PRNGKey(0), image_shape=(size, size, 3), num_classes=_NUM_CLASSES,
-      steps_per_epoch=100))
-  inputs = train.replicate({"view1": views[0], "view2": views[1],
-                            "label": np.zeros(batch, np.int32),
-                            "index": np.arange(batch, dtype=np.int32)})
+  state = train.replicate(
+      train.init_state(config, jax.random.PRNGKey(0), image_shape=(size, size, 3),
+                       num_classes=_NUM_CLASSES, steps_per_epoch=100))
+  inputs = train.replicate({
+      "view1": views[0], "view2": views[1], "label": np.zeros(batch, np.int32),
+      "index": np.arange(batch, dtype=np.int32)
+  })
   update = jax.pmap(train.make_update(config, num_classes=_NUM_CLASSES, steps_per_epoch=100),
                     axis_name=model.AXIS, donate_argnums=(0,))
   options = None if xla_defaults else compile_options.for_platform("cpu") or None
@@ -154,8 +155,9 @@ def _jax_variant(row, views, *, xla_defaults=False, **variant):
     state, metrics = compiled(state, inputs)
     jax.block_until_ready((state, metrics))
 
-  return {"step": step, "compile_s": compile_s, "flops": machine.xla_flops(compiled),
-          "params": params}
+  return {
+      "step": step, "compile_s": compile_s, "flops": machine.xla_flops(compiled), "params": params
+  }
 
 
 def _jax_row(spec):
@@ -167,21 +169,24 @@ def _jax_row(spec):
   """
   row = spec["row"]
   views = _views(row["batch"], row["size"])
-  variants = {"step_s": _jax_variant(row, views, weight_standardization=row["norm"] == "gn_ws",
-                                     augment=False)}
+  variants = {
+      "step_s":
+          _jax_variant(row, views, weight_standardization=row["norm"] == "gn_ws", augment=False)
+  }
   variants["step_s"]["step"]()  # The peak RSS includes a step's buffers, as PyTorch's does...
   rss_mib = _rss_mib()  # ...but not the other variants' compilations.
-  variants["xla_defaults_step_s"] = _jax_variant(
-      row, views, weight_standardization=row["norm"] == "gn_ws", augment=False, xla_defaults=True)
+  variants["xla_defaults_step_s"] = _jax_variant(row, views,
+                                                 weight_standardization=row["norm"] == "gn_ws",
+                                                 augment=False, xla_defaults=True)
   if spec["ablate"]:
-    variants["no_ws_step_s"] = _jax_variant(row, views, weight_standardization=False,
-                                            augment=False)
-    variants["augment_step_s"] = _jax_variant(row, views, weight_standardization=True,
-                                              augment=True)
+    variants["no_ws_step_s"] = _jax_variant(row, views, weight_standardization=False, augment=False)
+    variants["augment_step_s"] = _jax_variant(row, views, weight_standardization=True, augment=True)
   steps = {name: variant["step"] for name, variant in variants.items()}
   main = variants["step_s"]
-  return {**_time_interleaved(steps, spec["warmup"], spec["steps"]), "rss_mib": rss_mib,
-          "compile_s": main["compile_s"], "flops": main["flops"], "params": main["params"]}
+  return {
+      **_time_interleaved(steps, spec["warmup"], spec["steps"]), "rss_mib": rss_mib,
+      "compile_s": main["compile_s"], "flops": main["flops"], "params": main["params"]
+  }
 
 
 def _torch_networks(row, config):
@@ -197,10 +202,12 @@ def _torch_networks(row, config):
     return (w - mean) * torch.rsqrt(var + 1e-4)
 
   class Conv(nn.Conv2d):
+
     def forward(self, x):  # pylint: disable=arguments-renamed
       return self._conv_forward(x, standardize(self.weight) if ws else self.weight, None)
 
   class Linear(nn.Linear):
+
     def forward(self, x):  # pylint: disable=arguments-renamed
       return F.linear(x, standardize(self.weight) if ws else self.weight, self.bias)
 
@@ -214,10 +221,11 @@ def _torch_networks(row, config):
     return batch_norm(channels, eps=1e-5, momentum=0.1)  # Haiku's decay 0.9.
 
   class Block(nn.Module):
+
     def __init__(self, cin, channels, stride, bottleneck):
       super().__init__()
-      specs = (((channels, 1, 1), (channels, 3, stride), (4 * channels, 1, 1)) if bottleneck
-               else ((channels, 3, stride), (channels, 3, 1)))
+      specs = (((channels, 1, 1), (channels, 3, stride), (4 * channels, 1, 1)) if bottleneck else
+               ((channels, 3, stride), (channels, 3, 1)))
       layers, c = [], cin
       for cout, kernel, s in specs:
         layers += [conv(c, cout, kernel, s), norm(cout, nn.BatchNorm2d), nn.ReLU(inplace=True)]
@@ -246,10 +254,12 @@ def _torch_networks(row, config):
     return nn.Sequential(Linear(cin, hidden), norm(hidden, nn.BatchNorm1d), nn.ReLU(inplace=True),
                          Linear(hidden, out, bias=False))
 
-  return nn.ModuleDict(dict(
-      encoder=nn.Sequential(*layers),
-      projector=mlp(cin, config.projector_hidden_size, config.projection_size),
-      predictor=mlp(config.projection_size, config.predictor_hidden_size, config.projection_size)))
+  return nn.ModuleDict(
+      dict(
+          encoder=nn.Sequential(*layers), projector=mlp(cin, config.projector_hidden_size,
+                                                        config.projection_size),
+          predictor=mlp(config.projection_size, config.predictor_hidden_size,
+                        config.projection_size)))
 
 
 def _torch_row(spec):
@@ -271,8 +281,10 @@ def _torch_row(spec):
   online_params, target_params = list(online.parameters()), list(target.parameters())
   mean = np.asarray([0.485, 0.456, 0.406], np.float32)
   std = np.asarray([0.229, 0.224, 0.225], np.float32)
-  views = [torch.from_numpy(((v / np.float32(255) - mean) / std).transpose(0, 3, 1, 2).copy())
-           for v in _views(row["batch"], row["size"])]
+  views = [
+      torch.from_numpy(((v / np.float32(255) - mean) / std).transpose(0, 3, 1, 2).copy())
+      for v in _views(row["batch"], row["size"])
+  ]
   labels = torch.zeros(2 * row["batch"], dtype=torch.long)
 
   def forward(net, x):
@@ -287,8 +299,7 @@ def _torch_row(spec):
     with torch.no_grad():
       targets = [forward(target, v)[1] for v in views]
     outputs = [forward(online, v) for v in views]
-    loss = torch.mean(regression(outputs[0][2], targets[1]) +
-                      regression(outputs[1][2], targets[0]))
+    loss = torch.mean(regression(outputs[0][2], targets[1]) + regression(outputs[1][2], targets[0]))
     logits = probe(torch.cat([outputs[0][0], outputs[1][0]]).detach())
     loss = loss + F.cross_entropy(logits, labels)
     optimizer.zero_grad(set_to_none=True)
@@ -301,8 +312,7 @@ def _torch_row(spec):
         target_param.lerp_(online_param, 1 - config.tau_base)
 
   step_s = _time_steps(step, spec["warmup"], spec["steps"])
-  return {"step_s": step_s, "rss_mib": _rss_mib(),
-          "params": sum(p.numel() for p in online_params)}
+  return {"step_s": step_s, "rss_mib": _rss_mib(), "params": sum(p.numel() for p in online_params)}
 
 
 _CHILDREN = {"matmul": _matmul_peak, "jax": _jax_row, "torch": _torch_row}
@@ -325,12 +335,16 @@ def _rows(args):
     for stem in ("cifar", "imagenet"):
       batch = args.r18_batch
       if stem == "cifar":
-        batch = max(min(batch, 8), round(batch * (32 / size) ** 2))
+        batch = max(min(batch, 8), round(batch * (32 / size)**2))
       rows.append(dict(depth=18, stem=stem, size=size, batch=batch))
-  rows += [dict(depth=50, stem="imagenet", size=size, batch=args.r50_batch)
-           for size in args.r50_sizes]
-  return [dict(r, norm=norm, name=f"r{r['depth']}-{r['stem']}-{r['size']}")
-          for r in rows for norm in ("bn", "gn_ws")]
+  rows += [
+      dict(depth=50, stem="imagenet", size=size, batch=args.r50_batch) for size in args.r50_sizes
+  ]
+  return [
+      dict(r, norm=norm, name=f"r{r['depth']}-{r['stem']}-{r['size']}")
+      for r in rows
+      for norm in ("bn", "gn_ws")
+  ]
 
 
 def _compile_options_note():
@@ -345,19 +359,24 @@ def _percent(part, whole):
 
 
 def _table_row(row, ours, theirs, peak):
-  cells = [f"ResNet-{row['depth']}", row["stem"], str(row["size"]),
-           "GN+WS" if row["norm"] == "gn_ws" else "BN", str(row["batch"])]
+  cells = [
+      f"ResNet-{row['depth']}", row["stem"],
+      str(row["size"]), "GN+WS" if row["norm"] == "gn_ws" else "BN",
+      str(row["batch"])
+  ]
   if ours and theirs:
     same = ours["params"] == theirs["params"]
-    cells.append(f"{ours['params']:,}" if same else
-                 f"ours {ours['params']:,} != PyTorch {theirs['params']:,}")
+    cells.append(f"{ours['params']:,}"
+                 if same else f"ours {ours['params']:,} != PyTorch {theirs['params']:,}")
   else:
     cells.append(f"{(ours or theirs)['params']:,}" if ours or theirs else "-")
   if ours:
     achieved = ours["flops"] / ours["step_s"]
-    cells += [f"{ours['flops'] / 1e9:.0f}", f"{row['batch'] / ours['step_s']:.1f}",
-              f"{achieved / 1e9:.0f} ({_percent(achieved, peak)})" if peak else
-              f"{achieved / 1e9:.0f}", f"{row['batch'] / ours['xla_defaults_step_s']:.1f}"]
+    cells += [
+        f"{ours['flops'] / 1e9:.0f}", f"{row['batch'] / ours['step_s']:.1f}",
+        f"{achieved / 1e9:.0f} ({_percent(achieved, peak)})" if peak else f"{achieved / 1e9:.0f}",
+        f"{row['batch'] / ours['xla_defaults_step_s']:.1f}"
+    ]
   else:
     cells += ["failed"] * 4
   cells.append(f"{row['batch'] / theirs['step_s']:.1f}" if theirs else "failed")
@@ -384,12 +403,14 @@ def main():
                       help="timed steps per row and variant (median)")
   parser.add_argument("--matmul_size", type=int, default=4096)
   parser.add_argument("--matmul_repeats", type=int, default=5, help="best of this many")
-  parser.add_argument("--ablate", default="r18-cifar-32,r18-imagenet-32,r50-imagenet-224",
-                      help="rows (model-stem-px, or 'all') whose GN+WS step is also timed "
-                           "without WS and with augmentation")
-  parser.add_argument("--quick", action="store_true",
-                      help="end-to-end check: 32 px ResNet-18, batch 4 (R18) and 2 (R50), 1 timed "
-                           "step, 1024^2 matmul (flags given still win); the numbers mean little")
+  parser.add_argument(
+      "--ablate", default="r18-cifar-32,r18-imagenet-32,r50-imagenet-224",
+      help="rows (model-stem-px, or 'all') whose GN+WS step is also timed "
+      "without WS and with augmentation")
+  parser.add_argument(
+      "--quick", action="store_true",
+      help="end-to-end check: 32 px ResNet-18, batch 4 (R18) and 2 (R50), 1 timed "
+      "step, 1024^2 matmul (flags given still win); the numbers mean little")
   parser.add_argument("--output", default=None)
   parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -409,11 +430,12 @@ def main():
 
   matmul = {}
   for framework in ("jax", "torch"):
-    result = _child(dict(kind="matmul", framework=framework, n=args.matmul_size,
-                         repeats=args.matmul_repeats))
+    result = _child(
+        dict(kind="matmul", framework=framework, n=args.matmul_size, repeats=args.matmul_repeats))
     matmul[framework] = result and result["flops_per_s"]
-    print(f"{framework} f32 matmul {args.matmul_size}^2: "
-          f"{(matmul[framework] or 0) / 1e9:.0f} GFLOP/s", file=sys.stderr)
+    print(
+        f"{framework} f32 matmul {args.matmul_size}^2: "
+        f"{(matmul[framework] or 0) / 1e9:.0f} GFLOP/s", file=sys.stderr)
   peak = matmul["jax"]
 
   lines = []
@@ -435,15 +457,13 @@ def main():
       f"{machine.cpu_name()}, {cores} cores, 1-min load average {load:.1f} before the run "
       f"(other work on the cores distorts the timings, PyTorch's more). Images/s are "
       f"batch / median of {args.steps} steps after compiling and {args.warmup} warm-up step(s), "
-      f"on two pre-made views without augmentation.",
-      "",
+      f"on two pre-made views without augmentation.", "",
       "| model | stem | px | norm | batch | online params (ours, = PyTorch) | XLA GFLOP/step | "
       "ours img/s | ours GFLOP/s (% of matmul peak) | ours, XLA's default options, img/s | "
       "PyTorch img/s | ours/PyTorch | peak RSS MiB ours / PyTorch | WS cost | "
       "augmentation cost |",
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-      *lines,
-      "",
+      *lines, "",
       f"- Matmul peak: best f32 `jnp.dot` of two {args.matmul_size}x{args.matmul_size} matrices "
       f"over {args.matmul_repeats} runs, {(peak or 0) / 1e9:.0f} GFLOP/s (`torch.mm`: "
       f"{torch_peak} GFLOP/s). XLA counts a multiply-add as 2 FLOPs.",
@@ -460,10 +480,9 @@ def main():
       "- WS cost: (GN+WS step - GN step) / GN+WS step. Augmentation cost: (step with the "
       "config's on-device augmentation - step without) / step with. All variants of a row "
       "are timed interleaved, one step of each per round. '-': not measured (GN+WS rows "
-      "in --ablate only).",
-      f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.",
-      "",
-      f"Command: `{command}`"]) + "\n"
+      "in --ablate only).", f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.", "",
+      f"Command: `{command}`"
+  ]) + "\n"
   print(text)
   output.parent.mkdir(parents=True, exist_ok=True)
   output.write_text(text)

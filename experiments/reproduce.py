@@ -79,11 +79,13 @@ FULL_OVERRIDES = {"1": {"epochs": 300}, "2": {}, "init": {"epochs": 300}}
 def run_command(variant, seed, workdir, scale, table, extra_flags):
   """The `byol_jax.main` command line of one run."""
   preset = ":tiny" if scale == "cpu" else ""
-  overrides = {**(FULL_OVERRIDES[table] if scale == "full" else {}), **variant.overrides,
-               "seed": seed}
-  return ([sys.executable, "-m", "byol_jax.main", f"--config=configs/{variant.config}.py{preset}",
-           f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
-          + list(extra_flags))
+  overrides = {
+      **(FULL_OVERRIDES[table] if scale == "full" else {}), **variant.overrides, "seed": seed
+  }
+  return ([
+      sys.executable, "-m", "byol_jax.main", f"--config=configs/{variant.config}.py{preset}",
+      f"--workdir={workdir}"
+  ] + [f"--config.{k}={v}" for k, v in overrides.items()] + list(extra_flags))
 
 
 def run_all(variants, seeds, root, scale, table, extra_flags):
@@ -122,6 +124,10 @@ def _mean_std(values, scale=1.0):
   return f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
+# Training metrics a record keeps, each averaged over the run's last logged batches.
+_FINAL_METRICS = ("positive_cosine", "negative_cosine", "projection_std")
+
+
 def _final(metrics, key, last=5):
   """The mean of `key` over the last `last` logged steps (the logged values are single batches)."""
   return float(np.mean([m[key] for m in metrics[-last:]]))
@@ -148,21 +154,22 @@ def report(variants, seeds, root, scale, table, command):
         variant.name, variant.batch_stats, variant.paper or "–",
         _mean_std([e["top1"] for e in evals], 100),
         _mean_std([e["knn_top1"] for e in evals], 100),
-        _mean_std([e["random_init_top1"] for e in evals], 100)
-        if all("random_init_top1" in e for e in evals) else "–",
+        _mean_std([e["random_init_top1"] for e in evals], 100) if all(
+            "random_init_top1" in e for e in evals) else "–",
         f"{np.mean([_final(m, 'positive_cosine') for m in metrics]):.3f}",
         f"{np.mean([_final(m, 'negative_cosine') for m in metrics]):.3f}",
         f"{np.mean([_final(m, 'projection_std') for m in metrics]):.3f}",
-        str(len(results)), str(metrics[0][-1]["step"]),
-        f"{np.mean(walls) / 60:.1f} min"]) + " |")
+        str(len(results)),
+        str(metrics[0][-1]["step"]), f"{np.mean(walls) / 60:.1f} min"
+    ]) + " |")
   text = "\n".join(lines)
   if table.isdigit():
     name, title = f"table{table}_{scale}", f"Table {table}, {scale} scale"
   else:
     name, title = f"{table}_ablation_{scale}", f"The {table} ablation, {scale} scale"
   _plot(runs, RESULTS / name)
-  (RESULTS / f"{name}.json").write_text(json.dumps(
-      {"command": command, "runs": _per_seed_records(runs)}, indent=1) + "\n")
+  (RESULTS / f"{name}.json"
+  ).write_text(json.dumps({"command": command, "runs": _per_seed_records(runs)}, indent=1) + "\n")
   (RESULTS / f"{name}.md").write_text(
       f"# {title}\n\nCommand: `{command}`\n\n{text}\n\n"
       f"Plots: {name}_curves.png, {name}_cosine.png. Linear and kNN "
@@ -177,15 +184,15 @@ def _per_seed_records(runs):
   records = []
   for variant, results, seeds in runs.values():
     for (evaluation, metrics, wall), seed in zip(results, seeds):
+      final = {key: _final(metrics, key) for key in _FINAL_METRICS}
       records.append({
           "variant": variant.name, "seed": seed, "config": variant.config,
           "overrides": variant.overrides, "paper_top1": variant.paper or None,
           "linear_top1": evaluation["top1"], "knn_top1": evaluation["knn_top1"],
           "random_init_linear_top1": evaluation.get("random_init_top1"),
           "random_init_knn_top1": evaluation.get("random_init_knn_top1"),
-          **{key: _final(metrics, key)
-             for key in ("positive_cosine", "negative_cosine", "projection_std")},
-          "steps": metrics[-1]["step"], "wall_s": wall})
+          **final, "steps": metrics[-1]["step"], "wall_s": wall
+      })
   return records
 
 

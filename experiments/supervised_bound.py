@@ -49,8 +49,8 @@ def main(argv):
   seeds = embedded._SPLIT_SEEDS  # pylint: disable=protected-access
   train_x, train_y = embedded.generate(embedded.SPLIT_SIZES["train"], seeds["train"])
   test_x, test_y = embedded.generate(embedded.SPLIT_SIZES["test"], seeds["test"])
-  steps = _STEPS.value if _STEPS.value is not None else (
-      c.max_steps or c.epochs * len(train_x) // c.batch_size)
+  steps = _STEPS.value if _STEPS.value is not None else (c.max_steps or
+                                                         c.epochs * len(train_x) // c.batch_size)
   c.bn_cross_replica = False  # One device, no mapped axis: the batch's own statistics.
   encoder = model.encoder_fn(c)
 
@@ -62,18 +62,20 @@ def main(argv):
   # As a BYOL run's step 0: BN's moving averages reset, so evaluation-mode BN is the identity.
   params, state = train.init_network(net, jax.random.PRNGKey(c.seed), train_x[:2])
   if _FLOOR.value:
-    floor = protocol.evaluate_features(
-        model.make_embed_fn(c, params, state), dataset=c.dataset, data_dir=c.data_dir,
-        image_size=c.image_size, eval_config=c.eval, seed=c.seed)
+    floor = protocol.evaluate_features(model.make_embed_fn(c, params, state), dataset=c.dataset,
+                                       data_dir=c.data_dir, image_size=c.image_size,
+                                       eval_config=c.eval, seed=c.seed)
     print(f"random init: linear top-1 {floor['top1']:.3f}, kNN top-1 {floor['knn_top1']:.3f}")
   optimizer = optax.adam(1e-3)
   opt_state = optimizer.init(params)
 
   @jax.jit
   def step(params, state, opt_state, images, labels):
+
     def loss_fn(p):
       logits, new_state = net.apply(p, state, None, images, True)
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), new_state
+
     (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = optimizer.update(grads, opt_state)
     return optax.apply_updates(params, updates), state, opt_state, loss
@@ -85,12 +87,13 @@ def main(argv):
   rng = np.random.default_rng(c.seed)
   for i in range(steps):
     chosen = rng.choice(len(train_x), c.batch_size, replace=False)
-    params, state, opt_state, loss = step(params, state, opt_state,
-                                          _augment(train_x[chosen], rng), train_y[chosen])
+    params, state, opt_state, loss = step(params, state, opt_state, _augment(train_x[chosen], rng),
+                                          train_y[chosen])
     if (i + 1) % 100 == 0:
       print(f"step {i + 1}: loss {float(loss):.3f}", flush=True)
-  correct = sum(int((predict(params, state, test_x[s:s + 500]) == test_y[s:s + 500]).sum())
-                for s in range(0, len(test_x), 500))
+  correct = sum(
+      int((predict(params, state, test_x[s:s + 500]) == test_y[s:s + 500]).sum())
+      for s in range(0, len(test_x), 500))
   print(f"supervised ({steps} steps, batch {c.batch_size}): test top-1 {correct / len(test_x):.3f}")
 
 

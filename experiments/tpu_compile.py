@@ -40,16 +40,23 @@ CHIPS = {"v3": Chip(16, 61.5, 2), "v4": Chip(32, 275.0, 1), "v5e": Chip(16, 197.
 _SINGLE_HOST = dict(chips_per_host_bounds=(2, 2, 1), num_slices=1)
 # Slice name -> get_topology_desc arguments (v4 as megacore: one device per chip).
 TOPOLOGIES = {
-    "v3-8": dict(topology_name="v3:2x2"),
-    "v3-512": dict(topology_name="v3:16x16"),
-    "v4-8": dict(topology_name="v4:2x2x1", chip_config_name="megacore", wrap=(False,) * 3,
-                 **_SINGLE_HOST),
-    "v4-32": dict(topology_name="v4:2x2x4", chip_config_name="megacore", wrap=(False, False, True),
-                  **_SINGLE_HOST),
-    "v4-64": dict(topology_name="v4:2x4x4", chip_config_name="megacore", wrap=(False, True, True),
-                  **_SINGLE_HOST),
-    "v5e-4": dict(topology_name="v5e:2x2", wrap=(False,) * 3, **_SINGLE_HOST),
-    "v5e-16": dict(topology_name="v5e:4x4", wrap=(False,) * 3, **_SINGLE_HOST),
+    "v3-8":
+        dict(topology_name="v3:2x2"),
+    "v3-512":
+        dict(topology_name="v3:16x16"),
+    "v4-8":
+        dict(topology_name="v4:2x2x1", chip_config_name="megacore", wrap=(False,) * 3,
+             **_SINGLE_HOST),
+    "v4-32":
+        dict(topology_name="v4:2x2x4", chip_config_name="megacore", wrap=(False, False, True),
+             **_SINGLE_HOST),
+    "v4-64":
+        dict(topology_name="v4:2x4x4", chip_config_name="megacore", wrap=(False, True, True),
+             **_SINGLE_HOST),
+    "v5e-4":
+        dict(topology_name="v5e:2x2", wrap=(False,) * 3, **_SINGLE_HOST),
+    "v5e-16":
+        dict(topology_name="v5e:4x4", wrap=(False,) * 3, **_SINGLE_HOST),
 }
 
 Row = collections.namedtuple("Row", "config topology per_device_batch overrides")
@@ -99,18 +106,19 @@ def compile_step(config, devices, per_device_batch, *, num_classes=1000, steps_p
   import jax  # pylint: disable=g-import-not-at-top
   from byol_jax import train  # pylint: disable=g-import-not-at-top
   size = config.image_size
-  state = jax.eval_shape(lambda: train.init_state(
-      config, jax.random.PRNGKey(0), image_shape=(size, size, 3), num_classes=num_classes,
-      steps_per_epoch=steps_per_epoch))
-  batch = {"view1": jax.ShapeDtypeStruct((per_device_batch, size, size, 3), np.uint8),
-           "view2": jax.ShapeDtypeStruct((per_device_batch, size, size, 3), np.uint8),
-           "label": jax.ShapeDtypeStruct((per_device_batch,), np.int32),
-           "index": jax.ShapeDtypeStruct((per_device_batch,), np.int32)}
+  state = jax.eval_shape(lambda: train.init_state(config, jax.random.PRNGKey(0), image_shape=(
+      size, size, 3), num_classes=num_classes, steps_per_epoch=steps_per_epoch))
+  batch = {
+      "view1": jax.ShapeDtypeStruct((per_device_batch, size, size, 3), np.uint8),
+      "view2": jax.ShapeDtypeStruct((per_device_batch, size, size, 3), np.uint8),
+      "label": jax.ShapeDtypeStruct((per_device_batch,), np.int32), "index": jax.ShapeDtypeStruct(
+          (per_device_batch,), np.int32)
+  }
   update = train.map_over_devices(
       train.make_update(config, num_classes=num_classes, steps_per_epoch=steps_per_epoch),
       devices=devices)
-  compiled = update.lower(_per_device(state, len(devices)),
-                          _per_device(batch, len(devices))).compile()
+  compiled = update.lower(_per_device(state, len(devices)), _per_device(batch,
+                                                                        len(devices))).compile()
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
   return compiled, state_bytes
 
@@ -123,18 +131,23 @@ def measure(config, slice_name, per_device_batch):
   compiled, state_bytes = compile_step(config, devices, per_device_batch)
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
-  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-          - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes +
+          memory.temp_size_in_bytes)
   flops_per_image = machine.xla_flops(compiled) / per_device_batch
   images_per_s_chip = chip.peak_tflops * 1e12 * chip.devices_per_chip / flops_per_image
   return {
-      "devices": len(devices), "per_device_batch": per_device_batch,
-      "global_batch": per_device_batch * len(devices), "compile_s": round(compile_s, 1),
+      "devices": len(devices),
+      "per_device_batch": per_device_batch,
+      "global_batch": per_device_batch * len(devices),
+      "compile_s": round(compile_s, 1),
       "gflop_per_image": flops_per_image / 1e9,
       "argument_gib": memory.argument_size_in_bytes / GIB,
       "output_gib": memory.output_size_in_bytes / GIB,
-      "alias_gib": memory.alias_size_in_bytes / GIB, "temp_gib": memory.temp_size_in_bytes / GIB,
-      "peak_gib": peak / GIB, "hbm_gib": chip.hbm_gib, "state_gib": state_bytes / GIB,
+      "alias_gib": memory.alias_size_in_bytes / GIB,
+      "temp_gib": memory.temp_size_in_bytes / GIB,
+      "peak_gib": peak / GIB,
+      "hbm_gib": chip.hbm_gib,
+      "state_gib": state_bytes / GIB,
       # Donation works when the whole state is aliased to the new state: nothing is copied.
       "state_donated": memory.alias_size_in_bytes >= state_bytes,
       "images_per_s_per_chip_at_100pct": images_per_s_chip,
@@ -192,13 +205,15 @@ def main():
   for name in names:
     row = ROWS[name]
     config = load_config(row.config, row.overrides)
-    print(f"[tpu_compile] {name}: compiling configs/{row.config}.py {row.overrides} for "
-          f"{row.topology} at {row.per_device_batch} per device...", flush=True)
-    record = {"row": name, "config": row.config, "overrides": row.overrides,
-              "topology": row.topology, **measure(config, row.topology, row.per_device_batch)}
+    print(
+        f"[tpu_compile] {name}: compiling configs/{row.config}.py {row.overrides} for "
+        f"{row.topology} at {row.per_device_batch} per device...", flush=True)
+    record = {
+        "row": name, "config": row.config, "overrides": row.overrides, "topology": row.topology,
+        **measure(config, row.topology, row.per_device_batch)
+    }
     if args.search_batch:
-      record["largest_per_device_batch"] = largest_batch(config, row.topology,
-                                                         row.per_device_batch)
+      record["largest_per_device_batch"] = largest_batch(config, row.topology, row.per_device_batch)
     print(table([record]).splitlines()[-1], flush=True)
     # Written after every row, so that a long list interrupted keeps the rows it finished.
     text = write([record], output)
@@ -217,8 +232,8 @@ def write(records, output):
           f"({os.cpu_count()} cores), jax {jax.__version__}, libtpu "
           f"{getattr(libtpu, '__version__', '?')}. Memory and FLOPs are XLA's own analysis of "
           "the compiled per-device program; images/s per chip is the chip's bf16 peak divided "
-          "by the FLOPs per image (both views, online and target networks, backward pass).\n\n"
-          + table(records) + "\n")
+          "by the FLOPs per image (both views, online and target networks, backward pass).\n\n" +
+          table(records) + "\n")
   output.with_suffix(".md").write_text(text)
   output.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
   return text

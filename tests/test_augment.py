@@ -61,13 +61,13 @@ def test_keys_and_outputs_do_not_depend_on_how_the_batch_is_split():
   indices = jnp.arange(64)
   whole = augment.example_keys(3, 7, indices, 1)
   parts = [augment.example_keys(3, 7, indices[i:i + 16], 1) for i in range(0, 64, 16)]
-  np.testing.assert_array_equal(
-      jax.random.key_data(whole), np.concatenate([jax.random.key_data(k) for k in parts]))
+  np.testing.assert_array_equal(jax.random.key_data(whole),
+                                np.concatenate([jax.random.key_data(k) for k in parts]))
 
   # Sharded over the 4 fake devices, as in the train step; augment_view also normalises.
   images = _batch()
-  per_device = jax.pmap(lambda x, i: augment.augment_view(
-      x, augment.example_keys(3, 7, i, 1), augment.VIEW2))(
+  per_device = jax.pmap(
+      lambda x, i: augment.augment_view(x, augment.example_keys(3, 7, i, 1), augment.VIEW2))(
           images.reshape(4, 16, 8, 8, 3), indices.reshape(4, 16))
   expected = augment.normalize(_augment01(images, whole, augment.VIEW2))
   np.testing.assert_allclose(np.asarray(per_device).reshape(images.shape), expected, atol=1e-5)
@@ -79,15 +79,16 @@ def test_zero_probabilities_give_the_identity():
 
 
 def test_zero_strengths_give_the_identity():
-  params = {**OFF, "color_jitter_prob": 1.0, "blur_prob": 1.0, "blur_sigma_min": 1e-3,
-            "blur_sigma_max": 1e-3}
+  params = {
+      **OFF, "color_jitter_prob": 1.0, "blur_prob": 1.0, "blur_sigma_min": 1e-3,
+      "blur_sigma_max": 1e-3
+  }
   images = _images(16)
   np.testing.assert_allclose(_augment01(images, _keys(16), params), images / 255, atol=1e-6)
 
   x = jnp.asarray(images[0] / 255, jnp.float32)
-  for identity in (augment.brightness(x, 0.0), augment.contrast(x, 1.0),
-                   augment.saturation(x, 1.0), augment.hue(x, 0.0), augment.hue(x, 1.0),
-                   augment.gaussian_blur(x, 1e-3, 3)):
+  for identity in (augment.brightness(x, 0.0), augment.contrast(x, 1.0), augment.saturation(x, 1.0),
+                   augment.hue(x, 0.0), augment.hue(x, 1.0), augment.gaussian_blur(x, 1e-3, 3)):
     np.testing.assert_allclose(identity, x, atol=1e-5)
 
 
@@ -121,8 +122,8 @@ def test_grayscale_has_equal_channels_with_luma():
   y = np.asarray(augment.grayscale(x))
   np.testing.assert_array_equal(y[..., 0], y[..., 1])
   np.testing.assert_array_equal(y[..., 0], y[..., 2])
-  np.testing.assert_allclose(y[..., 0], np.asarray(x) @ np.array([0.2989, 0.5870, 0.1140]),
-                             atol=1e-6)
+  np.testing.assert_allclose(y[..., 0],
+                             np.asarray(x) @ np.array([0.2989, 0.5870, 0.1140]), atol=1e-6)
 
 
 def test_solarize_matches_its_formula():
@@ -145,14 +146,14 @@ def test_saturation_and_hue_match_colorsys():
 def _depthwise_gaussian_blur(image, sigma, kernel_size):
   """The official BYOL blur: two depthwise SAME convolutions (zero padding) of a 1-D Gaussian."""
   radius = kernel_size // 2
-  taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
+  taps = np.exp(-np.arange(-radius, radius + 1)**2 / (2 * sigma**2))
   taps = jnp.asarray(taps / taps.sum(), jnp.float32)
   channels = image.shape[-1]
 
   def conv(x, kernel):
-    return jax.lax.conv_general_dilated(
-        x, jnp.tile(kernel, (1, 1, 1, channels)), (1, 1), "SAME", feature_group_count=channels,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(x, jnp.tile(kernel, (1, 1, 1, channels)), (1, 1), "SAME",
+                                        feature_group_count=channels,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
   out = conv(image[None], taps.reshape(1, -1, 1, 1))
   return conv(out, taps.reshape(-1, 1, 1, 1))[0]
@@ -182,9 +183,8 @@ def test_normalize_uses_imagenet_statistics():
   images = _images(2)
   out = augment.normalize(images)
   np.testing.assert_allclose(out, augment.normalize(images / np.float32(255)), atol=1e-6)
-  np.testing.assert_allclose(
-      out, (images / 255 - np.array(augment.IMAGENET_MEAN)) / np.array(augment.IMAGENET_STD),
-      atol=1e-5)
+  np.testing.assert_allclose(out, (images / 255 - np.array(augment.IMAGENET_MEAN)) /
+                             np.array(augment.IMAGENET_STD), atol=1e-5)
 
 
 def test_params_with_a_wrong_key_are_rejected():

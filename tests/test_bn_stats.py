@@ -16,8 +16,8 @@ BATCH = 16
 @pytest.fixture(scope="module")
 def setup():
   config = train_helpers.small_config(norm="none", init="bn_stats", batch_size=BATCH)
-  state = train.init_state(config, jax.random.PRNGKey(0), image_shape=(16, 16, 3),
-                           num_classes=10, steps_per_epoch=10)
+  state = train.init_state(config, jax.random.PRNGKey(0), image_shape=(16, 16, 3), num_classes=10,
+                           steps_per_epoch=10)
   images = np.random.default_rng(0).normal(1.0, 2.0, (BATCH, 16, 16, 3)).astype(np.float32)
   params = bn_stats.initialize(config, state.online_params, images[None], jax.devices()[:1])
   return config, state, images, params
@@ -71,8 +71,10 @@ def test_affine_network_reproduces_the_bn_network_layer_by_layer(setup):
   def bn_apply(p, s, x):
     return bn.apply(p, s, None, x, is_training=True)[0]
 
-  bn_out, bn_taps = jax.pmap(bn_apply, axis_name=model.AXIS, devices=jax.devices()[:1])(
-      *train.replicate((bn_params, bn_state), jax.devices()[:1]), images[None])
+  bn_out, bn_taps = jax.pmap(bn_apply, axis_name=model.AXIS,
+                             devices=jax.devices()[:1])(*train.replicate((bn_params, bn_state),
+                                                                         jax.devices()[:1]),
+                                                        images[None])
   assert set(affine_taps) == set(bn_taps) == norm_paths
   for name in norm_paths:
     a, b = np.asarray(affine_taps[name]), np.asarray(bn_taps[name][0])

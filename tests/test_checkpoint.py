@@ -18,8 +18,7 @@ from byol_jax import checkpoint as ckpt_lib
 def _params(width=8):
   return {
       "byol/~/encoder/conv1": {
-          "w": jnp.arange(3 * 3 * 3 * width, dtype=jnp.float32).reshape(
-              3, 3, 3, width),
+          "w": jnp.arange(3 * 3 * 3 * width, dtype=jnp.float32).reshape(3, 3, 3, width),
           "b": jnp.zeros((width,)),
       },
       "linear": {"w": jnp.full((width, 4), 0.5, jnp.bfloat16)},
@@ -32,8 +31,7 @@ def _state(width=8):
   sgd = optax.sgd(0.1, momentum=0.9, nesterov=True)
   lars_state = lars.init(params)
   # Non-zero momentum, so the round trip checks real optimizer values.
-  _, lars_state = lars.update(jax.tree.map(jnp.ones_like, params), lars_state,
-                              params)
+  _, lars_state = lars.update(jax.tree.map(jnp.ones_like, params), lars_state, params)
   return {
       "params": params,
       "target": jax.tree.map(lambda x: x * 2, params),
@@ -49,7 +47,8 @@ def _snapshot(directory):
   root = pathlib.Path(directory)
   return {
       str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
-      for p in sorted(root.rglob("*")) if p.is_file()
+      for p in sorted(root.rglob("*"))
+      if p.is_file()
   }
 
 
@@ -143,14 +142,12 @@ def test_garbage_metadata_raises(saved):
 
 def test_missing_state_metadata_raises(saved):
   (saved / "20" / "state" / "_METADATA").unlink()
-  with pytest.raises(ckpt_lib.CheckpointError,
-                     match="step 20.*no readable metadata"):
+  with pytest.raises(ckpt_lib.CheckpointError, match="step 20.*no readable metadata"):
     ckpt_lib.Checkpointer(saved).restore(_state())
 
 
 @pytest.mark.parametrize("template,expected", [
-    (lambda s: {**s, "extra": np.zeros(3)},
-     r"missing from the checkpoint: \['extra'\]"),
+    (lambda s: {**s, "extra": np.zeros(3)}, r"missing from the checkpoint: \['extra'\]"),
     (lambda s: {k: v for k, v in s.items() if k != "rng"},
      r"in the checkpoint are not in this run: \['rng'\]"),
     (lambda s: {**s, "params": _params(width=16)},
@@ -159,8 +156,7 @@ def test_missing_state_metadata_raises(saved):
     (lambda s: {**s, "step": np.int32(0)}, r"\['step'\] checkpoint \(\) int64 "
      r"vs run \(\) int32"),
 ])
-def test_incompatible_template_names_the_difference(saved, template,
-                                                    expected):
+def test_incompatible_template_names_the_difference(saved, template, expected):
   before = _snapshot(saved)
   with pytest.raises(ckpt_lib.CheckpointError, match=expected) as info:
     ckpt_lib.Checkpointer(saved).restore(template(_state()))
@@ -192,8 +188,7 @@ def test_interrupted_save_is_not_latest(saved):
 
 def test_state_sharded_over_local_devices_is_gathered(tmp_path):
   mesh = jax.make_mesh((4,), ("d",))
-  sharded = jax.device_put(
-      np.arange(8.0), jax.NamedSharding(mesh, jax.P("d")))
+  sharded = jax.device_put(np.arange(8.0), jax.NamedSharding(mesh, jax.P("d")))
   checkpointer = ckpt_lib.Checkpointer(tmp_path)
   checkpointer.save(1, {"x": sharded}, {})
   restored, _ = checkpointer.restore({"x": np.zeros((8,), np.float32)})
@@ -235,14 +230,12 @@ def test_two_processes_save_once_and_both_restore(tmp_path):
   env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
   workers = [
       subprocess.Popen(
-          [sys.executable, str(script), str(port), str(pid), str(directory)],
-          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-      for pid in (0, 1)
+          [sys.executable, str(script),
+           str(port), str(pid), str(directory)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+          text=True, env=env) for pid in (0, 1)
   ]
   outputs = [w.communicate(timeout=120)[0] for w in workers]
-  results = [
-      [l for l in out.splitlines() if l.startswith("RESULT")] for out in outputs
-  ]
+  results = [[l for l in out.splitlines() if l.startswith("RESULT")] for out in outputs]
   for out, result in zip(outputs, results):
     assert result, out[-3000:]
   # Both processes see the same checkpoints; the host arrays come from the
@@ -250,8 +243,8 @@ def test_two_processes_save_once_and_both_restore(tmp_path):
   expected = ("RESULT [True, True, True, False] [2, 3] {'step': 3} "
               "[0.0, 1.0, 2.0, 3.0, 4.0, 5.0] [[0, 0, 0], [0, 0, 0]]")
   assert [r[0] for r in results] == [expected, expected]
-  written = sorted(p.name for p in (directory / "3" / "state").iterdir()
-                   if p.name.startswith("ocdbt.process_"))
+  written = sorted(
+      p.name for p in (directory / "3" / "state").iterdir() if p.name.startswith("ocdbt.process_"))
   assert written == ["ocdbt.process_0"]
 
 

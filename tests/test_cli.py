@@ -27,8 +27,9 @@ def test_library_info_is_left_out_unless_verbosity_asks(verbosity):
   assert cli._keep(_record(own, python_logging.INFO))
   assert not cli._keep(_record(library, python_logging.INFO))
   assert cli._keep(_record(library, python_logging.WARNING))
-  assert not cli._keep(_record(library, python_logging.WARNING,
-                               "From x: CounterV2 is deprecated and will be removed in ..."))
+  assert not cli._keep(
+      _record(library, python_logging.WARNING,
+              "From x: CounterV2 is deprecated and will be removed in ..."))
   verbosity(logging.DEBUG)  # --verbosity=1
   assert cli._keep(_record(library, python_logging.INFO))
 
@@ -40,6 +41,7 @@ def test_filter_is_installed_once():
 
 
 def test_expected_error_exits_with_its_one_line_message():
+
   def fail():
     raise config_lib.ConfigError("config.depth=7 is not valid")
 
@@ -51,8 +53,7 @@ def test_expected_error_exits_with_its_one_line_message():
 
 
 def test_report_writes_eval_json_and_prints_the_summary(tmp_path, capsys):
-  results = {"top1": 0.5, "knn_top1": 0.25, "random_init_top1": 0.1,
-             "random_init_knn_top1": 0.125}
+  results = {"top1": 0.5, "knn_top1": 0.25, "random_init_top1": 0.1, "random_init_knn_top1": 0.125}
   cli.report(results, str(tmp_path / "eval"))
   assert json.loads((tmp_path / "eval" / "eval.json").read_text()) == results
   assert capsys.readouterr().out == ("linear top-1 0.5000 | kNN top-1 0.2500 | random-init "

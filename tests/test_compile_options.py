@@ -50,9 +50,10 @@ def test_xla_flags_setting_the_option_wins(monkeypatch):
 
 def test_mapped_function_with_options_matches_plain_pmap():
   """map_over_devices compiles per input signature and computes what jax.pmap computes."""
+
   def per_replica(w, x):
     y = jax.nn.relu(_conv(x, w))
-    return w - 0.1 * jax.grad(lambda w: jnp.mean(_conv(y, w) ** 2))(w), jax.lax.pmean(
+    return w - 0.1 * jax.grad(lambda w: jnp.mean(_conv(y, w)**2))(w), jax.lax.pmean(
         y.mean(), model.AXIS)
 
   devices = jax.devices()[:2]

@@ -42,9 +42,11 @@ def test_tiny_preset_jitters_colour_harder_and_the_paper_configs_do_not(name):
     assert (tiny.brightness, tiny.contrast, tiny.saturation, tiny.hue) == (0.8, 0.8, 0.8, 0.5)
     assert (paper.brightness, paper.contrast, paper.saturation, paper.hue) == (0.4, 0.4, 0.2, 0.1)
     # Only the jitter's strength changes: its probability, blur and solarization stay the paper's.
-    assert {k: v for k, v in tiny.items() if k not in ("brightness", "contrast", "saturation",
-                                                       "hue")} == {
-        k: v for k, v in paper.items() if k not in ("brightness", "contrast", "saturation", "hue")}
+    assert {
+        k: v for k, v in tiny.items() if k not in ("brightness", "contrast", "saturation", "hue")
+    } == {
+        k: v for k, v in paper.items() if k not in ("brightness", "contrast", "saturation", "hue")
+    }
 
 
 def test_heads_follow_the_encoder_norm_unless_set():
@@ -64,7 +66,7 @@ def test_bn_stats_override_works_from_any_byol_config(name):
 
 @pytest.mark.parametrize("key, value, expected", [
     ("norm", "batchnorm", "config.norm='batchnorm' is not valid; choose one of ('bn', 'ln', 'gn', "
-                          "'none')"),
+     "'none')"),
     ("method", "moco", "config.method='moco' is not valid"),
     ("init", "zeros", "config.init='zeros' is not valid"),
     ("depth", 42, "config.depth=42 is not valid; choose one of (18, 34, 50, 101, 152, 200)"),
@@ -76,9 +78,9 @@ def test_bn_stats_override_works_from_any_byol_config(name):
     ("crop_min_area", 0.0, "config.crop_min_area=0.0 must be in (0, 1]"),
     ("max_steps", 0, "config.max_steps=0 must be a positive integer"),
     ("compute_dtype", "float16", "config.compute_dtype='float16' is not valid; choose one of "
-                                 "('float32', 'bfloat16')"),
+     "('float32', 'bfloat16')"),
     ("conv_init", "xavier", "config.conv_init='xavier' is not valid; choose one of ('haiku', "
-                            "'he')"),
+     "'he')"),
 ])
 def test_bad_values_name_key_value_and_choices(key, value, expected):
   config = load("byol")
@@ -98,8 +100,9 @@ def test_bad_view_probability():
 def test_bn_stats_with_batch_norm_is_refused():
   config = load("byol")
   config.init = "bn_stats"
-  with pytest.raises(ValueError, match=r"every norm must be 'none', but \{'norm': 'bn', "
-                                       r"'projector_norm': 'bn', 'predictor_norm': 'bn'\}"):
+  with pytest.raises(
+      ValueError, match=r"every norm must be 'none', but \{'norm': 'bn', "
+      r"'projector_norm': 'bn', 'predictor_norm': 'bn'\}"):
     config_lib.validate(config)
 
 

@@ -32,14 +32,17 @@ def _jpeg(i):
 def _fake_as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
   """Serves the examples of `split` (a name, slice or tfds.even_splits part) as tfds would."""
   del self, decoders, read_config, shuffle_files  # The pipeline asks for encoded images + ids.
-  template = tfds.core.naming.ShardedFileTemplate(
-      data_dir="/fake", dataset_name="imagenet2012", filetype_suffix="tfrecord")
+  template = tfds.core.naming.ShardedFileTemplate(data_dir="/fake", dataset_name="imagenet2012",
+                                                  filetype_suffix="tfrecord")
   splits = tfds.core.SplitDict([
       tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0,
                           filename_template=template.replace(split=name))
-      for name, n in _FAKE_SIZES.items()])
-  indices = [i for instruction in splits[split].file_instructions
-             for i in range(instruction.skip, instruction.skip + instruction.take)]
+      for name, n in _FAKE_SIZES.items()
+  ])
+  indices = [
+      i for instruction in splits[split].file_instructions
+      for i in range(instruction.skip, instruction.skip + instruction.take)
+  ]
   return tf.data.Dataset.from_tensor_slices({
       "image": [_jpeg(i) for i in indices],
       "label": np.array(indices, np.int64),
@@ -59,8 +62,10 @@ def _take(iterator, n):
 
 
 def _pretrain(**kwargs):
-  args = {"dataset": "imagenet2012", "data_dir": None, "split": "train", "global_batch_size": 8,
-          "image_size": 16, "seed": 0}
+  args = {
+      "dataset": "imagenet2012", "data_dir": None, "split": "train", "global_batch_size": 8,
+      "image_size": 16, "seed": 0
+  }
   return pipeline.pretrain_batches(**{**args, **kwargs})
 
 
@@ -82,8 +87,7 @@ def test_pretrain_is_deterministic_and_resumes_exactly(fake_imagenet, shuffle_bu
   del fake_imagenet
   batches = _take(_pretrain(shuffle_buffer=shuffle_buffer), 7)  # 3 steps per epoch.
   for start_step in (0, 1, 4):
-    resumed = _take(_pretrain(shuffle_buffer=shuffle_buffer, start_step=start_step),
-                    7 - start_step)
+    resumed = _take(_pretrain(shuffle_buffer=shuffle_buffer, start_step=start_step), 7 - start_step)
     for batch, expected in zip(resumed, batches[start_step:]):
       for key in expected:
         np.testing.assert_array_equal(batch[key], expected[key])
@@ -102,12 +106,13 @@ def test_hosts_read_disjoint_shards(fake_imagenet, shuffle_buffer):
   del fake_imagenet
   seen = []
   for process_index in (0, 1):
-    batches = _take(_pretrain(process_index=process_index, process_count=2, local_device_count=2,
-                              shuffle_buffer=shuffle_buffer), 3)  # One epoch of 12 per host.
+    batches = _take(
+        _pretrain(process_index=process_index, process_count=2, local_device_count=2,
+                  shuffle_buffer=shuffle_buffer), 3)  # One epoch of 12 per host.
     for batch in batches:
       assert batch["view1"].shape == (2, 2, 16, 16, 3)
-      np.testing.assert_array_equal(
-          batch["index"], 4 * process_index + np.arange(4, dtype=np.int32).reshape(2, 2))
+      np.testing.assert_array_equal(batch["index"],
+                                    4 * process_index + np.arange(4, dtype=np.int32).reshape(2, 2))
     seen.append(np.sort(np.concatenate([b["label"].ravel() for b in batches])))
   assert not set(seen[0]) & set(seen[1])
   np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(24))
@@ -133,15 +138,17 @@ def test_crop_min_area_one_keeps_most_of_the_image():
 
 
 def test_global_batch_size_must_divide_over_devices():
-  with pytest.raises(ValueError, match=r"global_batch_size=10 is not divisible by the 8 devices "
-                     r"\(2 process\(es\) x 4 local devices\).* e\.g\. 8 or 16"):
+  with pytest.raises(
+      ValueError, match=r"global_batch_size=10 is not divisible by the 8 devices "
+      r"\(2 process\(es\) x 4 local devices\).* e\.g\. 8 or 16"):
     _pretrain(global_batch_size=10, process_count=2, local_device_count=4)
 
 
 def test_eval_batches_cover_every_example_once(fake_imagenet):
   del fake_imagenet
-  batches = list(pipeline.eval_batches(
-      dataset="imagenet2012", data_dir=None, split="validation", batch_size=8, image_size=16))
+  batches = list(
+      pipeline.eval_batches(dataset="imagenet2012", data_dir=None, split="validation", batch_size=8,
+                            image_size=16))
   assert len(batches) == 3
   for batch in batches:
     assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == np.uint8
@@ -154,10 +161,12 @@ def test_eval_batches_cover_every_example_once(fake_imagenet):
 
 def test_linear_train_batches_are_random_crops_of_labelled_examples(fake_imagenet):
   del fake_imagenet
+
   def batches(seed):
-    return _take(pipeline.linear_train_batches(
-        dataset="imagenet2012", data_dir=None, split="train", batch_size=8, image_size=16,
-        seed=seed), 4)
+    return _take(
+        pipeline.linear_train_batches(dataset="imagenet2012", data_dir=None, split="train",
+                                      batch_size=8, image_size=16, seed=seed), 4)
+
   first, again, other = batches(0), batches(0), batches(1)
   for batch in first:
     assert batch["image"].shape == (8, 16, 16, 3) and batch["mask"].all()
@@ -179,22 +188,26 @@ def test_embedded_dataset_generates_itself_and_loads_offline(shapes10_dir):
   info = sources.dataset_info(embedded.NAME, shapes10_dir)
   assert info == sources.DatasetInfo(10_000, 10, "train", "train", "test")
   assert os.path.isdir(os.path.join(shapes10_dir, embedded.NAME))
-  batches = list(pipeline.eval_batches(dataset=embedded.NAME, data_dir=shapes10_dir,
-                                       split="test", batch_size=512, image_size=32))
+  batches = list(
+      pipeline.eval_batches(dataset=embedded.NAME, data_dir=shapes10_dir, split="test",
+                            batch_size=512, image_size=32))
   labels = np.concatenate([b["label"][b["mask"]] for b in batches])
   np.testing.assert_array_equal(np.bincount(labels), [200] * 10)
-  batch = next(pipeline.pretrain_batches(dataset=embedded.NAME, data_dir=shapes10_dir,
-                                         split=info.pretrain_split, global_batch_size=16,
-                                         image_size=24, seed=0, local_device_count=4))
+  batch = next(
+      pipeline.pretrain_batches(dataset=embedded.NAME, data_dir=shapes10_dir,
+                                split=info.pretrain_split, global_batch_size=16, image_size=24,
+                                seed=0, local_device_count=4))
   assert batch["view1"].shape == (4, 4, 24, 24, 3) and (batch["label"] >= 0).all()
 
 
 def test_embedded_dataset_is_not_linearly_separable_from_raw_pixels(shapes10_dir):
   """Ridge regression on raw pixels stays near chance (10%): the shapes need real features."""
+
   def load(split):
     ds = tfds.load(embedded.NAME, split=split, data_dir=shapes10_dir, batch_size=-1)
     images, labels = tfds.as_numpy(ds)["image"], tfds.as_numpy(ds)["label"]
     return images.reshape(len(images), -1).astype(np.float32) / 255, labels
+
   x_train, y_train = load("train[:4000]")
   x_test, y_test = load("test[:1000]")
   mean = x_train.mean(axis=0)
@@ -208,13 +221,16 @@ def test_embedded_dataset_is_not_linearly_separable_from_raw_pixels(shapes10_dir
 def test_embedded_colours_vary_across_each_image():
   """Two crops of one image see different colours: colour cannot match the views of a pair."""
   images = embedded.generate(500, seed=0)[0].astype(np.float32) / 255
-  corners = [images[:, rows, cols].mean(axis=(1, 2))
-             for rows, cols in ((np.s_[:4], np.s_[:4]), (np.s_[-4:], np.s_[-4:]),
-                                (np.s_[:4], np.s_[-4:]), (np.s_[-4:], np.s_[:4]))]
+  corners = [
+      images[:, rows, cols].mean(axis=(1, 2))
+      for rows, cols in ((np.s_[:4], np.s_[:4]), (np.s_[-4:], np.s_[-4:]), (np.s_[:4], np.s_[-4:]),
+                         (np.s_[-4:], np.s_[:4]))
+  ]
   # The larger of the two diagonals' colour differences, in the channel where it is largest
   # (about 0.05 with one colour per image plus stripes and noise, as shapes10 v2).
-  difference = np.maximum(np.abs(corners[0] - corners[1]).max(-1),
-                          np.abs(corners[2] - corners[3]).max(-1))
+  difference = np.maximum(
+      np.abs(corners[0] - corners[1]).max(-1),
+      np.abs(corners[2] - corners[3]).max(-1))
   assert difference.mean() > 0.3, difference.mean()
 
 
@@ -237,16 +253,19 @@ def test_labelled_folder_dataset(tmp_path):
   batches = _take(_pretrain(dataset=dataset, split=info.pretrain_split, local_device_count=2), 4)
   assert batches[0]["view1"].shape == (2, 4, 16, 16, 3)
   assert set(np.concatenate([b["label"].ravel() for b in batches])) == {0, 1}
-  resumed = next(_pretrain(dataset=dataset, split=info.pretrain_split, local_device_count=2,
-                           start_step=3))  # Inside the fourth epoch of 9 images.
+  resumed = next(
+      _pretrain(dataset=dataset, split=info.pretrain_split, local_device_count=2,
+                start_step=3))  # Inside the fourth epoch of 9 images.
   for key in resumed:
     np.testing.assert_array_equal(resumed[key], batches[3][key])
-  batches = list(pipeline.eval_batches(dataset=dataset, data_dir=None, split="all",
-                                       batch_size=4, image_size=16))
+  batches = list(
+      pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
+                            image_size=16))
   labels = np.concatenate([b["label"][b["mask"]] for b in batches])
   np.testing.assert_array_equal(np.bincount(labels), [6, 4])
-  test = list(pipeline.eval_batches(dataset=dataset, data_dir=None, split=info.test_split,
-                                    batch_size=4, image_size=16))
+  test = list(
+      pipeline.eval_batches(dataset=dataset, data_dir=None, split=info.test_split, batch_size=4,
+                            image_size=16))
   assert sum(b["mask"].sum() for b in test) == 1
 
 
@@ -257,8 +276,7 @@ def test_flat_folder_is_for_pretraining_only(tmp_path):
   batch = next(_pretrain(dataset=dataset, split="all", global_batch_size=4))
   np.testing.assert_array_equal(batch["label"], -1)
   with pytest.raises(ValueError, match="pretraining only"):
-    pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=2,
-                          image_size=16)
+    pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=2, image_size=16)
 
 
 def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
@@ -271,8 +289,9 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
   with pytest.raises(sources.CorruptImageError, match="broken.jpg"):
     _take(_pretrain(dataset=dataset, split="all", global_batch_size=2), 3)
   with pytest.raises(sources.CorruptImageError, match=str(bad)):
-    list(pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
-                               image_size=16))
+    list(
+        pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
+                              image_size=16))
 
   iterator = pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
                                    image_size=16, skip_corrupt=True)
@@ -294,8 +313,9 @@ def test_folder_files_that_are_not_images_are_found_up_front(tmp_path):
   assert "text.jpg" in str(info.value) and "skip_corrupt_images=true" in str(info.value)
   info = sources.dataset_info(dataset, None, skip_corrupt=True)
   assert (info.num_left_out, info.num_classes) == (2, 2)
-  batches = list(pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
-                                       image_size=16, skip_corrupt=True))
+  batches = list(
+      pipeline.eval_batches(dataset=dataset, data_dir=None, split="all", batch_size=4,
+                            image_size=16, skip_corrupt=True))
   assert sum(b["mask"].sum() for b in batches) == 4
 
 

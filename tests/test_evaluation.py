@@ -39,8 +39,7 @@ def _batches(images, labels, *, padding=0):
     image, label = images[start:start + _BATCH], labels[start:start + _BATCH]
     pad = _BATCH - len(label) + padding
     yield {
-        "image": np.concatenate(
-            [image, np.full((pad, 4, 4, 3), 255, np.uint8)]),
+        "image": np.concatenate([image, np.full((pad, 4, 4, 3), 255, np.uint8)]),
         # Junk rows carry wrong labels, so counting them would change results.
         "label": np.concatenate([label, np.full((pad,), 3, np.int32)]),
         "mask": np.arange(len(label) + pad) < len(label),
@@ -50,10 +49,10 @@ def _batches(images, labels, *, padding=0):
 def _evaluate(train, test, *, padding=0, epochs=5, embed=_embed):
   """Standardised features: _embed's offset of 1000 would swamp any lr on raw features."""
   train_batches = itertools.cycle(list(_batches(*train, padding=padding)))
-  return linear.linear_evaluation(
-      embed, train_batches, lambda: _batches(*test, padding=padding),
-      num_classes=_CLASSES, epochs=epochs, steps_per_epoch=640 // _BATCH, learning_rate=0.4,
-      standardize_features=True)
+  return linear.linear_evaluation(embed, train_batches, lambda: _batches(*test, padding=padding),
+                                  num_classes=_CLASSES, epochs=epochs,
+                                  steps_per_epoch=640 // _BATCH, learning_rate=0.4,
+                                  standardize_features=True)
 
 
 def test_linear_evaluation_learns_separable_classes():
@@ -81,18 +80,18 @@ def test_linear_evaluation_ignores_masked_examples():
 
 def test_linear_evaluation_without_top5_for_few_classes():
   images, labels = _images(128, seed=1, num_classes=3)
-  results = linear.linear_evaluation(
-      _embed, itertools.cycle(list(_batches(images, labels))),
-      lambda: _batches(images, labels), num_classes=3, epochs=1,
-      steps_per_epoch=2, learning_rate=0.1)
+  results = linear.linear_evaluation(_embed, itertools.cycle(list(_batches(images, labels))),
+                                     lambda: _batches(images, labels), num_classes=3, epochs=1,
+                                     steps_per_epoch=2, learning_rate=0.1)
   assert set(results) == {"top1", "train_top1"}
 
 
 def test_standardized_features_make_the_result_independent_of_feature_scale():
   train, test = _images(640, seed=1), _images(300, seed=2)
   scaled = jax.jit(lambda images: 1e-3 * (_embed(images) - 990.))
-  assert _evaluate(train, test, epochs=2) == pytest.approx(
-      _evaluate(train, test, epochs=2, embed=scaled), abs=1e-6)
+  assert _evaluate(train, test,
+                   epochs=2) == pytest.approx(_evaluate(train, test, epochs=2, embed=scaled),
+                                              abs=1e-6)
 
 
 def _official_linear_classifier(features, labels, *, steps, lr, num_classes, seed=0):
@@ -123,22 +122,21 @@ def test_linear_evaluation_default_is_the_official_protocol():
   assert lr == pytest.approx(0.05)
   params = _official_linear_classifier(features, labels, steps=6, lr=lr, num_classes=_CLASSES)
   batch = {"image": images, "label": labels, "mask": np.ones(_BATCH, bool)}
-  results = linear.linear_evaluation(
-      raw, itertools.repeat(batch), lambda: iter([batch]), num_classes=_CLASSES, epochs=6,
-      steps_per_epoch=1, learning_rate=lr)
+  results = linear.linear_evaluation(raw, itertools.repeat(batch), lambda: iter([batch]),
+                                     num_classes=_CLASSES, epochs=6, steps_per_epoch=1,
+                                     learning_rate=lr)
   want = np.mean(np.argmax(features @ params["w"] + params["b"], axis=1) == labels)
   assert results["top1"] == pytest.approx(want)
   # The reference is sensitive enough to tell the difference: standardising changes the answer.
-  standardized = linear.linear_evaluation(
-      raw, itertools.repeat(batch), lambda: iter([batch]), num_classes=_CLASSES, epochs=6,
-      steps_per_epoch=1, learning_rate=lr, standardize_features=True)
+  standardized = linear.linear_evaluation(raw, itertools.repeat(batch), lambda: iter([batch]),
+                                          num_classes=_CLASSES, epochs=6, steps_per_epoch=1,
+                                          learning_rate=lr, standardize_features=True)
   assert standardized["top1"] != pytest.approx(want)
 
 
 def test_extract_features_returns_only_unmasked_rows():
   images, labels = _images(100, seed=4)
-  features, got_labels = linear.extract_features(
-      _embed, _batches(images, labels, padding=5))
+  features, got_labels = linear.extract_features(_embed, _batches(images, labels, padding=5))
   assert features.shape == (100, 64) and features.dtype == np.float32
   np.testing.assert_array_equal(got_labels, labels)
   np.testing.assert_allclose(features, _embed(images), rtol=1e-6)
@@ -157,8 +155,8 @@ def _naive_knn(train_x, train_y, test_x, k, temperature, num_classes):
   return np.array(predictions)
 
 
-@pytest.mark.parametrize("k,temperature,chunk_size", [
-    (20, 0.07, 32), (5, 0.5, 256), (1, 0.07, 7), (1000, 0.1, 32)])
+@pytest.mark.parametrize("k,temperature,chunk_size", [(20, 0.07, 32), (5, 0.5, 256), (1, 0.07, 7),
+                                                      (1000, 0.1, 32)])
 def test_knn_matches_naive_loop(k, temperature, chunk_size):
   rng = np.random.default_rng(5)
   centers = rng.normal(size=(6, 16))
@@ -167,12 +165,11 @@ def test_knn_matches_naive_loop(k, temperature, chunk_size):
   train_x = centers[train_y] + rng.normal(size=(300, 16))
   test_x = centers[test_y] + rng.normal(size=(70, 16))
   want = _naive_knn(train_x, train_y, test_x, min(k, 300), temperature, 6)
-  got = knn.knn_predict(train_x, train_y, test_x, k=k, temperature=temperature,
-                        num_classes=6, chunk_size=chunk_size)
+  got = knn.knn_predict(train_x, train_y, test_x, k=k, temperature=temperature, num_classes=6,
+                        chunk_size=chunk_size)
   np.testing.assert_array_equal(got, want)
-  accuracy = knn.knn_top1(train_x, train_y, test_x, test_y, k=k,
-                          temperature=temperature, num_classes=6,
-                          chunk_size=chunk_size)
+  accuracy = knn.knn_top1(train_x, train_y, test_x, test_y, k=k, temperature=temperature,
+                          num_classes=6, chunk_size=chunk_size)
   assert accuracy == np.mean(want == test_y)
   assert accuracy > 0.5  # Well above the 1/6 of chance on these blobs.
 
@@ -180,8 +177,7 @@ def test_knn_matches_naive_loop(k, temperature, chunk_size):
 def test_knn_small_temperature_stays_finite():
   rng = np.random.default_rng(6)
   train_x, train_y = rng.normal(size=(50, 8)), rng.integers(0, 3, 50)
-  got = knn.knn_predict(train_x, train_y, train_x, k=5, temperature=1e-3,
-                        num_classes=3)
+  got = knn.knn_predict(train_x, train_y, train_x, k=5, temperature=1e-3, num_classes=3)
   np.testing.assert_array_equal(got, train_y)  # Each point is its own nearest.
 
 

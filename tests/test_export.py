@@ -13,8 +13,8 @@ from train_helpers import small_config
 def test_exported_encoder_gives_the_run_s_features(tmp_path, compute_dtype):
   config = small_config(norm="gn", gn_groups=4, weight_standardization=True,
                         compute_dtype=compute_dtype)
-  state = train.init_state(config, jax.random.PRNGKey(0), image_shape=(16, 16, 3),
-                           num_classes=10, steps_per_epoch=10)
+  state = train.init_state(config, jax.random.PRNGKey(0), image_shape=(16, 16, 3), num_classes=10,
+                           steps_per_epoch=10)
   export.save_encoder(tmp_path, config, state.online_params, state.online_state)
   images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
   features = export.load_encoder(tmp_path)(images)

@@ -20,24 +20,33 @@ from train_helpers import small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
 # The smallest BYOL network the entry point trains (as train_helpers.small_config), for every run
 # here: each property below holds for any network, and these runs all compile the same programs,
 # which JAX's persistent cache (conftest.py) then serves to the processes after the first.
-SMALL = {"stem": "cifar", "width": 0.25, "projector_hidden_size": 32, "projection_size": 16,
-         "predictor_hidden_size": 32, "batch_size": 8, "image_size": 16, "log_every": 1,
-         # Runs on 1 x 4 and 2 x 2 devices differ by float summation order, which training
-         # amplifies; the tiny preset's lr 2.0 grew that past rtol 1e-5 (2.5e-3 by step 20).
-         "base_lr": 0.2}
+SMALL = {
+    "stem": "cifar",
+    "width": 0.25,
+    "projector_hidden_size": 32,
+    "projection_size": 16,
+    "predictor_hidden_size": 32,
+    "batch_size": 8,
+    "image_size": 16,
+    "log_every": 1,
+    # Runs on 1 x 4 and 2 x 2 devices differ by float summation order, which training
+    # amplifies; the tiny preset's lr 2.0 grew that past rtol 1e-5 (2.5e-3 by step 20).
+    "base_lr": 0.2
+}
 # The uninterrupted run that the interrupted ones are held against, and its length.
 STEPS = 12
 STRAIGHT = (f"--config.max_steps={STEPS}", "--config.checkpoint_every=1")
 
 
 def _command(workdir, data_dir, *overrides, config="configs/byol_gn_ws.py:tiny"):
-  return [sys.executable, "-m", "byol_jax.main", f"--config={config}", f"--workdir={workdir}",
-          f"--config.data_dir={data_dir}", "--config.eval.enabled=false",
-          *(f"--config.{key}={value}" for key, value in SMALL.items()), *overrides]
+  return [
+      sys.executable, "-m", "byol_jax.main", f"--config={config}", f"--workdir={workdir}",
+      f"--config.data_dir={data_dir}", "--config.eval.enabled=false",
+      *(f"--config.{key}={value}" for key, value in SMALL.items()), *overrides
+  ]
 
 
 def _env(devices=4):
@@ -68,9 +77,12 @@ def _saving(workdir):
 
 def _event_steps(workdir, tag="loss"):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return [event.step for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*"))
-          for event in tf.compat.v1.train.summary_iterator(str(path))
-          if any(v.tag == tag for v in event.summary.value)]
+  return [
+      event.step
+      for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*"))
+      for event in tf.compat.v1.train.summary_iterator(str(path))
+      if any(v.tag == tag for v in event.summary.value)
+  ]
 
 
 def _wait_for(condition, procs, deadline, output, poll=0.05):
@@ -107,8 +119,10 @@ def test_a_run_logs_each_step_once_on_stdout_and_writes_its_config_and_profile(s
   assert json.loads((workdir / "config.json").read_text())["profile_first_step"] == 3
   records = _metrics(workdir)
   for record in records:
-    assert {"step", "loss", "lr", "tau", "positive_cosine", "negative_cosine", "projection_std",
-            "probe_accuracy", "epoch"} <= set(record)
+    assert {
+        "step", "loss", "lr", "tau", "positive_cosine", "negative_cosine", "projection_std",
+        "probe_accuracy", "epoch"
+    } <= set(record)
   assert "images_per_sec" not in records[0] and all("images_per_sec" in r for r in records[1:])
 
 
@@ -214,8 +228,7 @@ def _two_processes(workdir, data_dir, *overrides, preempt=False, hang_at_step=No
                        "--num_processes=2", f"--process_id={i}", "--peer_timeout_seconds=10",
                        config="configs/byol.py:tiny")
     with open(log, "w") as f:
-      procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=f,
-                                    stderr=subprocess.STDOUT))
+      procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT))
   deadline = time.time() + 600
   try:
     if preempt:
@@ -237,8 +250,8 @@ def _two_processes(workdir, data_dir, *overrides, preempt=False, hang_at_step=No
 
 
 @pytest.mark.slow
-def test_two_processes_stop_together_survive_a_lost_peer_and_equal_one_process(tmp_path,
-                                                                               shapes10_dir):
+def test_two_processes_stop_together_survive_a_lost_peer_and_equal_one_process(
+    tmp_path, shapes10_dir):
   """2 hosts x 2 devices through the entry point, with BN's statistics spanning the hosts:
 
   1. SIGTERM on host 1 only: both save the same step and exit 143.
@@ -324,16 +337,18 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, 
   named, and the last good checkpoint left as it was."""
   workdir = _copy(straight[0], tmp_path)
   last = _complete_steps(workdir)[-1]
-  before = {p: p.read_bytes() for p in (workdir / "checkpoints" / str(last)).rglob("*")
-            if p.is_file()}
+  before = {
+      p: p.read_bytes() for p in (workdir / "checkpoints" / str(last)).rglob("*") if p.is_file()
+  }
   result = _run(workdir, shapes10_dir, f"--config.max_steps={STEPS + 30}",
                 "--config.checkpoint_every=1000", "--config.base_lr=1e30", check=False)
   assert result.returncode == 1, result.stderr[-3000:]
   assert "Non-finite loss or gradient at step" in result.stderr
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
   assert f"last good checkpoint (step {last})" in result.stderr
-  assert {p: p.read_bytes() for p in (workdir / "checkpoints" / str(last)).rglob("*")
-          if p.is_file()} == before
+  assert {
+      p: p.read_bytes() for p in (workdir / "checkpoints" / str(last)).rglob("*") if p.is_file()
+  } == before
 
 
 @pytest.mark.slow
@@ -375,11 +390,11 @@ def test_bn_stats_override_trains_and_evaluates(tmp_path, shapes10_dir):
   assert "linear top-1" in result.stdout and "random-init encoder" in result.stdout
   assert (workdir / "tensorboard").is_dir()
   # The exported encoder, evaluated on its own by the same protocol, scores what the run did.
-  again = subprocess.run(
-      [sys.executable, "-m", "byol_jax.linear_eval", "--config=configs/linear_eval.py:tiny",
-       f"--config.encoder_dir={workdir / 'encoder'}", f"--workdir={tmp_path / 'eval'}",
-       f"--config.data_dir={shapes10_dir}", "--config.eval.linear_epochs=1"],
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+  again = subprocess.run([
+      sys.executable, "-m", "byol_jax.linear_eval", "--config=configs/linear_eval.py:tiny",
+      f"--config.encoder_dir={workdir / 'encoder'}", f"--workdir={tmp_path / 'eval'}",
+      f"--config.data_dir={shapes10_dir}", "--config.eval.linear_epochs=1"
+  ], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
   separate = json.loads((tmp_path / "eval" / "eval.json").read_text())
   assert (separate["top1"], separate["knn_top1"]) == (results["top1"], results["knn_top1"])
@@ -403,8 +418,7 @@ def test_flat_folder_with_corrupt_files_stops_or_skips_and_counts(tmp_path, shap
   _image_folder(folder, 16)
   (folder / "notes.png").write_text("not an image")
   (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG header, then no JPEG")
-  args = (f"--config.dataset=folder:{folder}", "--config.max_steps=3",
-          "--config.eval.enabled=true")
+  args = (f"--config.dataset=folder:{folder}", "--config.max_steps=3", "--config.eval.enabled=true")
   result = _run(tmp_path / "stopped", shapes10_dir, *args, check=False)
   assert result.returncode == 1, result.stderr[-3000:]
   assert "notes.png" in result.stderr and "--config.skip_corrupt_images=true" in result.stderr

@@ -11,8 +11,11 @@ def _steps_in_event_files(directory):
   """Each event file's steps of the scalar `loss`, by file."""
   steps = {}
   for path in sorted(tf.io.gfile.glob(f"{directory}/events.out.tfevents.*")):
-    steps[path] = [event.step for event in tf.compat.v1.train.summary_iterator(path)
-                   if any(v.tag == "loss" for v in event.summary.value)]
+    steps[path] = [
+        event.step
+        for event in tf.compat.v1.train.summary_iterator(path)
+        if any(v.tag == "loss" for v in event.summary.value)
+    ]
   return steps
 
 
@@ -29,8 +32,8 @@ def test_resume_keeps_the_record_up_to_the_restored_step(tmp_path):
   writer.close()
   with open(tmp_path / "metrics.jsonl") as f:
     records = [json.loads(line) for line in f]
-  assert records == [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 8.0},
-                     {"step": 3, "loss": 7.0}, {"step": 4, "loss": 0.5}]
+  assert records == [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 8.0}, {"step": 3, "loss": 7.0},
+                     {"step": 4, "loss": 0.5}]
   # One event file, rebuilt from the kept records, then the new step.
   assert list(_steps_in_event_files(tmp_path / "tensorboard").values()) == [[1, 2, 3, 4]]
 
@@ -50,8 +53,7 @@ def test_progress_leaves_out_the_untimed_first_step(monkeypatch):
   monkeypatch.setattr(metric_writer.time, "time", lambda: next(clock))
   progress = metric_writer.Progress(total_steps=11, steps_per_epoch=10, global_batch_size=8,
                                     start_step=1)
-  scalars = {"loss": 1.0, "lr": 0.1, "tau": 0.99, "positive_cosine": 0.5,
-             "negative_cosine": 0.25}
+  scalars = {"loss": 1.0, "lr": 0.1, "tau": 0.99, "positive_cosine": 0.5, "negative_cosine": 0.25}
   rate, line = progress.report(1, scalars)  # The clock started after step 1: nothing timed.
   assert rate is None and "img/s" not in line and line.endswith("neg_cos 0.250")
   rate, line = progress.report(3, scalars)  # 2 steps of 8 images in 2 s.
@@ -67,6 +69,7 @@ def test_hparams_are_in_every_event_file(tmp_path):
     writer.write(1, {"loss": 1.0})
     writer.close()
     (path,) = tf.io.gfile.glob(f"{tmp_path}/tensorboard/events.out.tfevents.*")
-    tags = [v.tag for event in tf.compat.v1.train.summary_iterator(path)
-            for v in event.summary.value]
+    tags = [
+        v.tag for event in tf.compat.v1.train.summary_iterator(path) for v in event.summary.value
+    ]
     assert "_hparams_/session_start_info" in tags

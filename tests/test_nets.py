@@ -23,13 +23,11 @@ _IMAGES = (4, 8, 8, 3)
 
 
 def _resnet(**kwargs):
-  return hk.transform_with_state(
-      lambda x, is_training: nets.ResNet(**kwargs)(x, is_training))
+  return hk.transform_with_state(lambda x, is_training: nets.ResNet(**kwargs)(x, is_training))
 
 
 def _mlp(**kwargs):
-  return hk.transform_with_state(
-      lambda x, is_training: nets.MLP(**kwargs)(x, is_training))
+  return hk.transform_with_state(lambda x, is_training: nets.MLP(**kwargs)(x, is_training))
 
 
 def _abstract_params(f, shape=(1, 32, 32, 3)):
@@ -51,8 +49,10 @@ def _norm_paths(params):
 # 2 x (norm channels): 26,560 for ResNet-50 (stem 64, 6c per bottleneck, 4c per
 # projection) and 4,864 for ResNet-18.
 _EXPECTED_COUNTS = {
-    (50, True): 23_508_032, (50, False): 23_508_032 - 2 * 26_560,
-    (18, True): 11_176_512 + 4_224, (18, False): 11_176_512 + 4_224 - 2 * 4_864,
+    (50, True): 23_508_032,
+    (50, False): 23_508_032 - 2 * 26_560,
+    (18, True): 11_176_512 + 4_224,
+    (18, False): 11_176_512 + 4_224 - 2 * 4_864,
 }
 
 
@@ -65,10 +65,12 @@ def test_resnet_parameter_count(depth, norm):
 
 def test_parameter_counts_per_network():
   """What a run prints once: the parameters of each top-level module."""
-  params = {"encoder/~/conv": {"w": np.zeros((3, 3, 3, 8))},
-            "encoder/~/bn": {"scale": np.zeros(8), "offset": np.zeros(8)},
-            "projector/~/linear": {"w": np.zeros((8, 4))},
-            "probe": {"w": np.zeros((8, 10)), "b": np.zeros(10)}}
+  params = {
+      "encoder/~/conv": {"w": np.zeros(
+          (3, 3, 3, 8))}, "encoder/~/bn": {"scale": np.zeros(8), "offset": np.zeros(8)},
+      "projector/~/linear": {"w": np.zeros(
+          (8, 4))}, "probe": {"w": np.zeros((8, 10)), "b": np.zeros(10)}
+  }
   assert model.parameter_counts(params) == {"encoder": 232, "projector": 32, "probe": 90}
 
 
@@ -76,12 +78,12 @@ def test_parameter_counts_per_network():
 def test_remat_blocks_keep_the_numbers_and_recompute_in_the_backward_pass():
   """The same gradients; the backward pass of each block runs its forward again."""
   x = jax.random.normal(_RNG, (2, 8, 8, 3))
-  plain, remat = (_resnet(depth=18, width=0.25, stem="cifar", norm="gn", remat_blocks=r)
-                  for r in (False, True))
+  plain, remat = (
+      _resnet(depth=18, width=0.25, stem="cifar", norm="gn", remat_blocks=r) for r in (False, True))
   params, state = plain.init(_RNG, x, True)
 
   def loss(f):
-    return lambda p: jnp.sum(f.apply(p, state, None, x, True)[0] ** 2)
+    return lambda p: jnp.sum(f.apply(p, state, None, x, True)[0]**2)
 
   both = jax.jit(lambda p: (jax.grad(loss(remat))(p), jax.grad(loss(plain))(p)))  # One compile.
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6), *both(params))
@@ -91,9 +93,9 @@ def test_remat_blocks_keep_the_numbers_and_recompute_in_the_backward_pass():
 
 def test_module_paths_identical_for_every_norm_and_ws():
   paths = {
-      (norm, ws): sorted(_abstract_params(
-          _resnet(depth=18, norm=norm, weight_standardization=ws)))
-      for norm in ("bn", "ln", "gn", "affine") for ws in (False, True)}
+      (norm, ws): sorted(_abstract_params(_resnet(depth=18, norm=norm, weight_standardization=ws)))
+      for norm in ("bn", "ln", "gn", "affine") for ws in (False, True)
+  }
   reference = paths[("bn", False)]
   assert all(p == reference for p in paths.values())
   norms = _norm_paths(_abstract_params(_resnet(depth=18, norm="gn")))
@@ -102,17 +104,15 @@ def test_module_paths_identical_for_every_norm_and_ws():
 
 def test_ws_adds_no_parameters():
   plain = _abstract_params(_resnet(depth=18, norm="gn"))
-  ws = _abstract_params(_resnet(depth=18, norm="gn",
-                                weight_standardization=True))
+  ws = _abstract_params(_resnet(depth=18, norm="gn", weight_standardization=True))
   assert jax.tree.map(jnp.shape, plain) == jax.tree.map(jnp.shape, ws)
 
 
-@pytest.mark.parametrize(
-    "depth,width,stem,size,dim,last_spatial",
-    [(18, 1, "cifar", 32, 512, 4), (18, 1, "imagenet", 64, 512, 2),
-     (18, 2, "cifar", 32, 1024, 4), (50, 1, "imagenet", 64, 2048, 2),
-     (50, 2, "cifar", 16, 4096, 2), (18, 0.25, "cifar", 16, 128, 2),
-     (50, 0.25, "cifar", 16, 512, 2)])
+@pytest.mark.parametrize("depth,width,stem,size,dim,last_spatial",
+                         [(18, 1, "cifar", 32, 512, 4), (18, 1, "imagenet", 64, 512, 2),
+                          (18, 2, "cifar", 32, 1024, 4), (50, 1, "imagenet", 64, 2048, 2),
+                          (50, 2, "cifar", 16, 4096, 2), (18, 0.25, "cifar", 16, 128, 2),
+                          (50, 0.25, "cifar", 16, 512, 2)])
 def test_resnet_output_shape(depth, width, stem, size, dim, last_spatial):
   block_inputs = []
 
@@ -133,8 +133,7 @@ def test_resnet_output_shape(depth, width, stem, size, dim, last_spatial):
   # The last block sees the stem's downsampling (x4 for imagenet, x1 cifar).
   assert block_inputs[-1][1:3] == (last_spatial, last_spatial)
   kernel = 7 if stem == "imagenet" else 3
-  assert params["res_net/~/stem_conv"]["w"].shape == (
-      kernel, kernel, 3, int(64 * width))
+  assert params["res_net/~/stem_conv"]["w"].shape == (kernel, kernel, 3, int(64 * width))
 
 
 def test_mlp_shapes_and_names():
@@ -183,8 +182,7 @@ def test_ws_layer_equals_plain_layer_on_standardized_weight(kind):
   x = rng.normal(size=shape).astype(np.float32)
   abstract = jax.eval_shape(ws_layer.init, _RNG, x)
   assert abstract == jax.eval_shape(plain_layer.init, _RNG, x)  # No extras.
-  params = jax.tree.map(
-      lambda a: rng.normal(0.5, 2.0, a.shape).astype(np.float32), abstract)
+  params = jax.tree.map(lambda a: rng.normal(0.5, 2.0, a.shape).astype(np.float32), abstract)
 
   @jax.jit
   def outputs(params):
@@ -193,8 +191,8 @@ def test_ws_layer_equals_plain_layer_on_standardized_weight(kind):
     moved = {"l": dict(layer, w=3 * layer["w"] - 1)}
     loss = lambda p: jnp.sum(jnp.sin(ws_layer.apply(p, x)))
     return (ws_layer.apply(params, x), plain_layer.apply(standardized, x),
-            plain_layer.apply(params, x), ws_layer.apply(moved, x),
-            jax.grad(loss)(params)["l"]["w"])
+            plain_layer.apply(params, x), ws_layer.apply(moved,
+                                                         x), jax.grad(loss)(params)["l"]["w"])
 
   ws_out, want, raw_out, moved_out, grad = outputs(params)
   np.testing.assert_allclose(ws_out, want, rtol=1e-5, atol=1e-5)
@@ -210,8 +208,7 @@ def test_resnet_ws_uses_ws_conv_everywhere(ws):
   convs = {}
 
   def record(next_f, args, kwargs, context):
-    if (context.method_name == "__call__"
-        and isinstance(context.module, nets.Conv2D)):
+    if (context.method_name == "__call__" and isinstance(context.module, nets.Conv2D)):
       convs[context.module.module_name] = type(context.module)
     return next_f(*args, **kwargs)
 
@@ -219,8 +216,7 @@ def test_resnet_ws_uses_ws_conv_everywhere(ws):
     with hk.intercept_methods(record):
       return nets.ResNet(depth=18, weight_standardization=ws)(x, True)
 
-  jax.eval_shape(hk.transform_with_state(forward).init, _RNG,
-                 jnp.zeros(_IMAGES))
+  jax.eval_shape(hk.transform_with_state(forward).init, _RNG, jnp.zeros(_IMAGES))
   assert len(convs) == 1 + 8 * 2 + 4
   want = nets.WSConv2D if ws else nets.Conv2D
   assert set(convs.values()) == {want}
@@ -246,17 +242,15 @@ def _check_batch_dependence(apply_fn, shape, depends, trials=3):
 def _random_params(params):
   """Perturbs norm scales/offsets away from 1/0, so they matter too."""
   rng = np.random.default_rng(7)
-  return jax.tree.map(
-      lambda v: v + 0.1 * rng.normal(size=v.shape).astype(v.dtype), params)
+  return jax.tree.map(lambda v: v + 0.1 * rng.normal(size=v.shape).astype(v.dtype), params)
 
 
-@pytest.mark.parametrize("norm,ws", [
-    ("gn", False), ("gn", True), ("ln", False), ("ln", True),
-    ("none", False), ("none", True), ("affine", False), ("affine", True),
-    ("bn", False)])
+@pytest.mark.parametrize("norm,ws", [("gn", False), ("gn", True), ("ln", False), ("ln", True),
+                                     ("none", False), ("none", True), ("affine", False),
+                                     ("affine", True), ("bn", False)])
 def test_resnet_batch_independence(norm, ws):
-  f = _resnet(depth=18, stem="cifar", norm=norm, weight_standardization=ws,
-              gn_groups=4, zero_init_last_norm=False)
+  f = _resnet(depth=18, stem="cifar", norm=norm, weight_standardization=ws, gn_groups=4,
+              zero_init_last_norm=False)
   shape = _IMAGES
   params, state = f.init(_RNG, jnp.zeros(shape), True)
   params = _random_params(params)
@@ -268,8 +262,7 @@ def test_resnet_batch_independence(norm, ws):
 @pytest.mark.parametrize("norm", _ALL_NORMS)
 @pytest.mark.parametrize("ws", [False, True])
 def test_mlp_batch_independence(norm, ws):
-  f = _mlp(hidden_size=32, output_size=8, norm=norm, gn_groups=4,
-           weight_standardization=ws)
+  f = _mlp(hidden_size=32, output_size=8, norm=norm, gn_groups=4, weight_standardization=ws)
   shape = (5, 12)
   params, state = f.init(_RNG, jnp.zeros(shape), True)
   params = _random_params(params)
@@ -294,8 +287,7 @@ def test_cross_replica_bn_matches_global_batch():
   assert jax.local_device_count() >= num_devices, "see tests/conftest.py"
 
   def forward(x, is_training, axis):
-    features = nets.ResNet(depth=18, stem="cifar", norm="bn",
-                           bn_cross_replica_axis=axis,
+    features = nets.ResNet(depth=18, stem="cifar", norm="bn", bn_cross_replica_axis=axis,
                            zero_init_last_norm=False)(x, is_training)
     return nets.MLP(hidden_size=16, output_size=4, norm="bn",
                     bn_cross_replica_axis=axis)(features, is_training)
@@ -307,21 +299,17 @@ def test_cross_replica_bn_matches_global_batch():
   params = _random_params(params)
   want, want_state = single.apply(params, state, None, x, True)
 
-  broadcast = lambda t: jax.tree.map(
-      lambda v: jnp.broadcast_to(v, (num_devices,) + v.shape), t)
-  got, got_state = jax.pmap(
-      lambda p, s, x: replicated.apply(p, s, None, x, True), axis_name="i")(
-          broadcast(params), broadcast(state), x.reshape(num_devices, -1,
-                                                         *x.shape[1:]))
-  np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4,
-                             atol=1e-4)
+  broadcast = lambda t: jax.tree.map(lambda v: jnp.broadcast_to(v, (num_devices,) + v.shape), t)
+  got, got_state = jax.pmap(lambda p, s, x: replicated.apply(p, s, None, x, True),
+                            axis_name="i")(broadcast(params), broadcast(state),
+                                           x.reshape(num_devices, -1, *x.shape[1:]))
+  np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-4, atol=1e-4)
   # Float error only, amplified by BN over 4 values in the 1x1 last stage: the
   # two batch sizes sum the same products in different orders (up to 1.2e-5 on
   # a moving mean of 2e-3 with the official init).
   for k in range(num_devices):
-    jax.tree.map(
-        functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=2e-5),
-        jax.tree.map(lambda v: v[k], got_state), want_state)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=2e-5),
+                 jax.tree.map(lambda v: v[k], got_state), want_state)
 
 
 # Zero-init of the last norm of each block.
@@ -334,20 +322,16 @@ def test_is_last_block_norm_one_per_block(depth, blocks):
   assert len(last) == blocks
   block_of = lambda p: p.rsplit("/~/", 1)[0]
   assert len({block_of(p) for p in last}) == blocks
-  assert {block_of(p) for p in paths if "block" in p} == {
-      block_of(p) for p in last}
+  assert {block_of(p) for p in paths if "block" in p} == {block_of(p) for p in last}
   assert not nets.is_last_block_norm("res_net/~/stem_norm")
-  assert not nets.is_last_block_norm(
-      "res_net/~/stage1_block0/~/last_norm/~/mean_ema")
-  assert nets.is_last_block_norm(
-      "encoder/~/res_net/~/stage2_block1/~/last_norm")
+  assert not nets.is_last_block_norm("res_net/~/stage1_block0/~/last_norm/~/mean_ema")
+  assert nets.is_last_block_norm("encoder/~/res_net/~/stage2_block1/~/last_norm")
 
 
 @pytest.mark.parametrize("norm", ["bn", "gn", "ln", "affine"])
 @pytest.mark.parametrize("zero_init", [True, False])
 def test_last_block_norm_scale_init(norm, zero_init):
-  f = _resnet(depth=18, stem="cifar", norm=norm,
-              zero_init_last_norm=zero_init)
+  f = _resnet(depth=18, stem="cifar", norm=norm, zero_init_last_norm=zero_init)
   params, _ = f.init(_RNG, jnp.zeros(_IMAGES), True)
   for path in _norm_paths(params):
     scale = params[path]["scale"]
@@ -372,8 +356,8 @@ def test_conv_init_variances(conv_init):
            "res_net/~/stage2_block1/~/conv_1")
   # One program that returns these 3 kernels, so XLA drops the other initializers (op by op,
   # every layer shape of ResNet-50 compiles its own).
-  kernels = jax.jit(lambda: {p: f.init(_RNG, jnp.zeros((1, 8, 8, 3)), True)[0][p]["w"]
-                             for p in paths})()
+  kernels = jax.jit(
+      lambda: {p: f.init(_RNG, jnp.zeros((1, 8, 8, 3)), True)[0][p]["w"] for p in paths})()
   for path, w in kernels.items():
     w = np.asarray(w)
     kh, kw, fan_in, fan_out = w.shape
@@ -410,16 +394,17 @@ def test_group_norm_equals_haiku_group_norm(kind, shape):
   params = _random_params(ours.init(_RNG, x))
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, haiku.init(_RNG, x))
   g = jnp.asarray(rng.normal(size=shape).astype(np.float32))
-  results = [jax.value_and_grad(lambda p, x: jnp.sum(f.apply(p, None, x) * g), (0, 1))(params, x)
-             for f in (ours, haiku)]
+  results = [
+      jax.value_and_grad(lambda p, x: jnp.sum(f.apply(p, None, x) * g), (0, 1))(params, x)
+      for f in (ours, haiku)
+  ]
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-4), *results)
 
 
 def test_unknown_norm_error():
   with pytest.raises(ValueError) as e:
     _init(_resnet(depth=18, norm="batchnorm"))
-  for fragment in ("stem_norm", "'batchnorm'", "'bn'", "'ln'", "'gn'",
-                   "'none'", "'affine'"):
+  for fragment in ("stem_norm", "'batchnorm'", "'bn'", "'ln'", "'gn'", "'none'", "'affine'"):
     assert fragment in str(e.value)
   with pytest.raises(ValueError, match="'norm'.*'layer'"):
     _init(_mlp(norm="layer"), (2, 4))
@@ -455,11 +440,9 @@ def test_resnet_argument_errors(kwargs, fragments):
 # is size x (size + 1): the ImageNet stem, the 3x3 and 1x1 convs of both
 # block kinds, odd and even sizes for stride 2's asymmetric SAME padding, and
 # outputs on either side of the rule's 2x2.
-_CONV_CASES = [
-    (9, 7, 2, 3, 8), (8, 7, 2, 3, 8),
-    (1, 3, 1, 8, 8), (2, 3, 1, 8, 8), (3, 3, 1, 8, 8),
-    (2, 3, 2, 8, 16), (3, 3, 2, 8, 16), (4, 3, 2, 8, 16), (5, 3, 2, 8, 16),
-    (1, 1, 2, 8, 16), (4, 1, 1, 16, 8), (4, 1, 2, 8, 16), (5, 1, 2, 8, 16)]
+_CONV_CASES = [(9, 7, 2, 3, 8), (8, 7, 2, 3, 8), (1, 3, 1, 8, 8), (2, 3, 1, 8, 8), (3, 3, 1, 8, 8),
+               (2, 3, 2, 8, 16), (3, 3, 2, 8, 16), (4, 3, 2, 8, 16), (5, 3, 2, 8, 16),
+               (1, 1, 2, 8, 16), (4, 1, 1, 16, 8), (4, 1, 2, 8, 16), (5, 1, 2, 8, 16)]
 
 
 @pytest.mark.parametrize("size,kernel,stride,cin,cout", _CONV_CASES)
@@ -475,14 +458,13 @@ def test_matmul_conv_equals_lax_conv(size, kernel, stride, cin, cout):
   jitted = jax.jit(values_and_grads, static_argnums=0)  # One compile, not 49.
   got, want = jitted(conv.matmul_conv2d), jitted(conv.lax_conv2d)
   assert got[0].shape == want[0].shape
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
-                                 atol=1e-4), got, want)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-4), got, want)
 
 
 @settings(max_examples=15, deadline=None)
 @given(batch=st.integers(1, 3), height=st.integers(1, 9), extra_width=st.integers(0, 2),
-       kernel=st.sampled_from([1, 3, 5, 7]), stride=st.sampled_from([1, 2]),
-       cin=st.integers(1, 6), cout=st.integers(1, 6), seed=st.integers(0, 2**16))
+       kernel=st.sampled_from([1, 3, 5, 7]), stride=st.sampled_from([1, 2]), cin=st.integers(1, 6),
+       cout=st.integers(1, 6), seed=st.integers(0, 2**16))
 def test_matmul_conv_equals_lax_conv_on_any_shape(batch, height, extra_width, kernel, stride, cin,
                                                   cout, seed):
   """Beyond the ResNet's shapes: SAME padding of any kernel, odd sizes, 1-pixel inputs."""
@@ -525,16 +507,17 @@ def test_resnet_same_with_and_without_matmul_convs(monkeypatch):
   assert len(decisions) == 21 and 0 < sum(decisions) < 21
   # Float error only, relative to each leaf's scale: BN over 8 values in the
   # last stage turns a few of its smallest gradients into noise.
-  jax.tree.map(lambda got, want: np.testing.assert_allclose(
-      got, want, rtol=0, atol=1e-4 * np.abs(want).max()), got, want)
+  jax.tree.map(
+      lambda got, want: np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max(
+      )), got, want)
 
 
 @pytest.mark.parametrize("kind", ["conv", "linear"])
 def test_layers_reproduce_haiku_layers_exactly(kind, monkeypatch):
   monkeypatch.setattr(conv, "use_matmul", lambda *_: False)  # lax.conv.
   if kind == "conv":
-    layers = (lambda x: nets.Conv2D(6, kernel_shape=3, stride=2)(x),
-              lambda x: hk.Conv2D(6, kernel_shape=3, stride=2)(x))
+    layers = (lambda x: nets.Conv2D(6, kernel_shape=3, stride=2)
+              (x), lambda x: hk.Conv2D(6, kernel_shape=3, stride=2)(x))
     x = np.random.default_rng(0).normal(size=(2, 7, 6, 4)).astype(np.float32)
   else:
     layers = (lambda x: nets.Linear(6)(x), lambda x: hk.Linear(6)(x))
@@ -552,8 +535,7 @@ def test_layers_reproduce_haiku_layers_exactly(kind, monkeypatch):
 _F32_MODULES = {"BatchNorm", "ExponentialMovingAverage", "_GroupNorm", "_Affine"}
 
 
-@pytest.mark.parametrize("norm,ws", [(n, False) for n in _ALL_NORMS] + [
-    ("gn", True)])
+@pytest.mark.parametrize("norm,ws", [(n, False) for n in _ALL_NORMS] + [("gn", True)])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
 def test_layers_compute_in_input_dtype_on_float32_params(norm, ws, dtype):
   calls = []
@@ -568,15 +550,14 @@ def test_layers_compute_in_input_dtype_on_float32_params(norm, ws, dtype):
     with hk.intercept_methods(record):
       features = nets.ResNet(depth=18, norm=norm, weight_standardization=ws,
                              gn_groups=4)(x, is_training)
-      return nets.MLP(16, 8, norm=norm, weight_standardization=ws,
-                      gn_groups=4)(features, is_training)
+      return nets.MLP(16, 8, norm=norm, weight_standardization=ws, gn_groups=4)(features,
+                                                                                is_training)
 
   f = hk.transform_with_state(forward)
   x = jnp.zeros(_IMAGES, dtype)
   params, state = jax.eval_shape(lambda x: f.init(_RNG, x, True), x)
   leaves = jax.tree.leaves((params, state))  # BN's EMA counters are int32.
-  assert {v.dtype for v in leaves if v.dtype != jnp.int32} == {
-      jnp.dtype(jnp.float32)}
+  assert {v.dtype for v in leaves if v.dtype != jnp.int32} == {jnp.dtype(jnp.float32)}
   calls.clear()
   apply_fn = lambda p, s: f.apply(p, s, None, x, True)[0]
   assert jax.eval_shape(apply_fn, params, state).dtype == dtype
@@ -591,11 +572,9 @@ def test_layers_compute_in_input_dtype_on_float32_params(norm, ws, dtype):
   assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
 
 
-@pytest.mark.parametrize("norm,ws", [("bn", False), ("gn", True),
-                                     ("none", False)])
+@pytest.mark.parametrize("norm,ws", [("bn", False), ("gn", True), ("none", False)])
 def test_bfloat16_resnet_close_to_float32(norm, ws):
-  f = _resnet(depth=18, width=0.25, stem="cifar", norm=norm,
-              weight_standardization=ws, gn_groups=4,
+  f = _resnet(depth=18, width=0.25, stem="cifar", norm=norm, weight_standardization=ws, gn_groups=4,
               zero_init_last_norm=False)
   x = jax.random.normal(_RNG, (4, 32, 32, 3))
   params, state = f.init(_RNG, x, True)

@@ -18,15 +18,16 @@ def _params():
 
 def test_mask_excludes_biases_and_norm_parameters():
   mask = optim.decay_and_adapt_mask(_params())
-  assert mask == {"encoder/~/conv": {"w": True},
-                  "encoder/~/norm": {"scale": False, "offset": False},
-                  "projector/~/linear": {"w": True, "b": False}}
+  assert mask == {
+      "encoder/~/conv": {"w": True}, "encoder/~/norm": {"scale": False, "offset": False},
+      "projector/~/linear": {"w": True, "b": False}
+  }
 
 
 def _official_lars_updates(params, grads_per_step, lr_per_step, wd, eta, momentum):
   """The official BYOL update order, by hand: decay, trust ratio, momentum trace, then x -lr."""
-  mu = {m: {n: np.zeros_like(np.asarray(v)) for n, v in leaves.items()}
-        for m, leaves in params.items()}
+  zeros = lambda leaves: {n: np.zeros_like(np.asarray(v)) for n, v in leaves.items()}
+  mu = {m: zeros(leaves) for m, leaves in params.items()}
   all_updates = []
   for grads, lr in zip(grads_per_step, lr_per_step):
     updates = {}
@@ -46,15 +47,17 @@ def _official_lars_updates(params, grads_per_step, lr_per_step, wd, eta, momentu
 def test_lars_matches_the_official_update_order_over_a_warmup():
   params = _params()
   rng = np.random.default_rng(0)
-  grads_per_step = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32),
-                                 params) for _ in range(6)]
+  grads_per_step = [
+      jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+      for _ in range(6)
+  ]
   wd, eta, momentum = 0.1, 1e-3, 0.9
   schedule = optim.learning_rate_schedule(base_lr=0.4, batch_size=256, total_steps=12,
                                           warmup_steps=4)
   tx = optim.lars(schedule, weight_decay=wd, momentum=momentum, trust_coefficient=eta)
   state = tx.init(params)
-  expected = _official_lars_updates(params, grads_per_step,
-                                    [float(schedule(k)) for k in range(6)], wd, eta, momentum)
+  expected = _official_lars_updates(params, grads_per_step, [float(schedule(k)) for k in range(6)],
+                                    wd, eta, momentum)
   for step, grads in enumerate(grads_per_step):
     updates, state = tx.update(grads, state, params)
     jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9),

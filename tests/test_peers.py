@@ -26,8 +26,10 @@ class _Store:
 
 def _watches(store, num_processes, timeout_s=0.5):
   lost = [[] for _ in range(num_processes)]
-  watches = [peers.Watch(p, num_processes, timeout_s, on_lost=lost[p].append, interval_s=0.02,
-                         client=store) for p in range(num_processes)]
+  watches = [
+      peers.Watch(p, num_processes, timeout_s, on_lost=lost[p].append, interval_s=0.02,
+                  client=store) for p in range(num_processes)
+  ]
   return watches, lost
 
 
@@ -52,6 +54,7 @@ def test_an_unreachable_store_is_a_lost_coordinator():
   time.sleep(0.3)
   assert lost[1] == [
       "process 0, which holds the run's coordination service, is unreachable: UNAVAILABLE: "
-      "failed to connect to all addresses"]
+      "failed to connect to all addresses"
+  ]
   for watch in (zero, one):
     watch._stop_ticking()  # pylint: disable=protected-access

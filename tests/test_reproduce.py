@@ -14,11 +14,13 @@ _SPEC.loader.exec_module(reproduce)
 
 def _fake_run(workdir, top1, knn, wall_s=60.0):
   workdir.mkdir(parents=True)
-  metrics = [{"step": s, "loss": 1.0, "probe_accuracy": 0.1, "positive_cosine": 0.9,
-              "negative_cosine": 0.2, "projection_std": 0.5} for s in (10, 20)]
+  metrics = [{
+      "step": s, "loss": 1.0, "probe_accuracy": 0.1, "positive_cosine": 0.9, "negative_cosine": 0.2,
+      "projection_std": 0.5
+  } for s in (10, 20)]
   (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in metrics))
-  (workdir / "eval.json").write_text(json.dumps(
-      {"top1": top1, "knn_top1": knn, "random_init_top1": 0.1}))
+  (workdir / "eval.json").write_text(
+      json.dumps({"top1": top1, "knn_top1": knn, "random_init_top1": 0.1}))
   (workdir / "reproduce.json").write_text(json.dumps({"wall_s": wall_s}))
 
 
@@ -63,7 +65,7 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path, monkeypatch):
   assert "none" not in table.split("\n", 2)[2]  # Unfinished variants are left out.
   assert (tmp_path / "table2_cpu.md").exists() and (tmp_path / "table2_cpu_cosine.png").exists()
   records = json.loads((tmp_path / "table2_cpu.json").read_text())["runs"]
-  assert [(r["variant"], r["seed"], r["linear_top1"]) for r in records] == [
-      ("bn", 0, 0.50), ("bn", 1, 0.60)]
+  assert [(r["variant"], r["seed"], r["linear_top1"]) for r in records] == [("bn", 0, 0.50),
+                                                                            ("bn", 1, 0.60)]
   assert records[0]["random_init_linear_top1"] == 0.1
   assert records[0]["positive_cosine"] == 0.9 and records[0]["projection_std"] == 0.5

@@ -10,8 +10,8 @@ import pytest
 
 from train_helpers import small_config
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "experiments"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
 
 import tpu_compile  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -19,8 +19,9 @@ _NO_LIBTPU = importlib.util.find_spec("libtpu") is None
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_NO_LIBTPU, reason="libtpu is not installed (pip install -e '.[tpu]'); "
-                                       "compiling for a TPU topology needs it")
+@pytest.mark.skipif(
+    _NO_LIBTPU, reason="libtpu is not installed (pip install -e '.[tpu]'); "
+    "compiling for a TPU topology needs it")
 def test_the_train_step_compiles_for_a_v5e_slice_with_its_state_donated():
   config = small_config(compute_dtype="bfloat16")
   result = tpu_compile.measure(config, "v5e-4", per_device_batch=2)

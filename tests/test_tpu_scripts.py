@@ -48,8 +48,8 @@ def env(tmp_path):
 
 
 def _run(script, *args, env):
-  return subprocess.run(["bash", str(TPU / script), *args], capture_output=True, text=True,
-                        env=env, timeout=60, check=False)
+  return subprocess.run(["bash", str(TPU / script), *args], capture_output=True, text=True, env=env,
+                        timeout=60, check=False)
 
 
 def _gcloud_calls(env):
@@ -123,7 +123,8 @@ def test_create_runs_gcloud(env):
   assert result.returncode == 0, result.stderr
   assert _gcloud_calls(env) == [[
       "compute", "tpus", "tpu-vm", "create", "byol-v4", "--zone=us-central2-b",
-      "--accelerator-type=v4-8", "--version=v2-alpha-tpuv4"]]
+      "--accelerator-type=v4-8", "--version=v2-alpha-tpuv4"
+  ]]
 
 
 def test_create_queued(env):
@@ -131,7 +132,8 @@ def test_create_queued(env):
   assert result.returncode == 0, result.stderr
   assert _gcloud_calls(env) == [[
       "compute", "tpus", "queued-resources", "create", "q", "--node-id=q", "--zone=us-central2-b",
-      "--accelerator-type=v4-32", "--runtime-version=tpu-ubuntu2204-base", "--spot"]]
+      "--accelerator-type=v4-32", "--runtime-version=tpu-ubuntu2204-base", "--spot"
+  ]]
 
 
 def test_create_passes_flags_after_double_dash_to_gcloud(env):
@@ -143,8 +145,8 @@ def test_create_passes_flags_after_double_dash_to_gcloud(env):
 
 @pytest.mark.parametrize("extra,expected", [
     ((), ["compute", "tpus", "tpu-vm", "delete", "byol", "--zone=z", "--quiet"]),
-    (("--queued",), ["compute", "tpus", "queued-resources", "delete", "byol", "--zone=z",
-                     "--force", "--quiet"]),
+    (("--queued",),
+     ["compute", "tpus", "queued-resources", "delete", "byol", "--zone=z", "--force", "--quiet"]),
 ])
 def test_delete(extra, expected, env):
   dry = _run("delete.sh", "byol", "z", *extra, "--dry-run", env=env)
@@ -237,7 +239,8 @@ def _launch_on_fake_worker(env, tmp_path, exit_codes, *flags, stop=False):
     (home / "stop_next").touch()
   (home / "codes").write_text("\n".join(map(str, exit_codes)) + "\n")
   # Each call logs its arguments, then exits with the next code in ~/codes.
-  _write_exe(venv_bin / "python", """#!/usr/bin/env bash
+  _write_exe(
+      venv_bin / "python", """#!/usr/bin/env bash
 echo "python $*" >> "$HOME/calls"
 [ ! -e "$HOME/stop_next" ] || touch "$HOME/byol_runs/STOP"
 code=$(head -n 1 "$HOME/codes"); tail -n +2 "$HOME/codes" > "$HOME/codes.rest"
@@ -247,7 +250,8 @@ exit "$code"
   fake_bin = tmp_path / "worker_bin"
   fake_bin.mkdir()
   # tmux new-session -d -s NAME CMD: run CMD in the foreground so that the test can wait for it.
-  _write_exe(fake_bin / "tmux", """#!/usr/bin/env bash
+  _write_exe(
+      fake_bin / "tmux", """#!/usr/bin/env bash
 case $1 in new-session) exec bash -c "${@: -1}" ;; *) exit 1 ;; esac
 """)
   worker_env = dict(env, HOME=str(home), BYOL_RELAUNCH_DELAY="0",
@@ -261,8 +265,10 @@ case $1 in new-session) exec bash -c "${@: -1}" ;; *) exit 1 ;; esac
 def test_worker_runs_the_training_command_once(env, tmp_path):
   result, home, calls = _launch_on_fake_worker(env, tmp_path, [143, 0])
   assert result.returncode == 143, result.stderr
-  assert calls == ["python -m byol_jax.main --multihost_tpu --config=configs/byol_gn_ws.py "
-                   "--workdir=gs://bkt/runs/gn-ws --config.data_dir=gs://bkt/tensorflow_datasets"]
+  assert calls == [
+      "python -m byol_jax.main --multihost_tpu --config=configs/byol_gn_ws.py "
+      "--workdir=gs://bkt/runs/gn-ws --config.data_dir=gs://bkt/tensorflow_datasets"
+  ]
   assert (home / "byol_runs" / "gn-ws.exit").read_text().strip() == "143"
   assert "exit status 143" in (home / "byol_runs" / "gn-ws.log").read_text()
   assert not (home / "byol_runs" / "loop.pid").exists()

@@ -15,9 +15,11 @@ from train_helpers import NUM_CLASSES
 # Two settings cover every norm: an encoder with GN+WS and heads with LN and no norm, and BN with
 # cross-replica statistics everywhere.
 NORM_SETTINGS = {
-    "gn_ws-ln-none": dict(norm="gn", gn_groups=4, weight_standardization=True,
-                          projector_norm="ln", predictor_norm="none"),
-    "bn": dict(norm="bn"),
+    "gn_ws-ln-none":
+        dict(norm="gn", gn_groups=4, weight_standardization=True, projector_norm="ln",
+             predictor_norm="none"),
+    "bn":
+        dict(norm="bn"),
 }
 
 
@@ -48,8 +50,8 @@ def _assert_updates_close(start, a, b, rtol, atol=1e-6):
   for (path, x), y, z in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b),
                              jax.tree.leaves(start)):
     difference, update = np.linalg.norm(x - y), np.linalg.norm(y - z)
-    assert difference <= rtol * update + atol * np.sqrt(np.size(y)), (
-        jax.tree_util.keystr(path), difference, update)
+    assert difference <= rtol * update + atol * np.sqrt(np.size(y)), (jax.tree_util.keystr(path),
+                                                                      difference, update)
 
 
 # 1 and 4 devices sum in different orders. With BN's cross-replica E[x^2] - E[x]^2 that difference
@@ -76,8 +78,8 @@ def test_one_device_equals_four_devices(setting):
                         rtol=_UPDATE_RTOL[setting])
   _assert_trees_close(one.online_state, four.online_state, rtol=1e-4, atol=1e-6)
   # The step really trained: parameters moved.
-  moved = jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), start.online_params,
-                                       one.online_params))
+  moved = jax.tree.leaves(
+      jax.tree.map(lambda x, y: np.abs(x - y).max(), start.online_params, one.online_params))
   assert max(moved) > 0
   # The target is the EMA of the online params, xi <- tau xi + (1 - tau) theta, with tau_base.
   tau = float(metrics_one["tau"])
@@ -113,8 +115,10 @@ def test_probe_sends_no_gradient_into_the_encoder_and_target_gets_none():
 
   # The production loss: perturbing the probe must not change the online gradients.
   loss_fn = train.make_loss_fn(config, network, probe)
-  targets = [network.apply(state.target_params, state.target_state, None, v, is_training=True)[0]
-             for v in views]
+  targets = [
+      network.apply(state.target_params, state.target_state, None, v, is_training=True)[0]
+      for v in views
+  ]
   grad = jax.jit(jax.grad(loss_fn, argnums=(0, 4), has_aux=True))
   (online_grads, target_grads), _ = grad(state.online_params, state.probe_params,
                                          state.online_state, views, targets, labels)

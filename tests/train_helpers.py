@@ -34,5 +34,4 @@ def global_batch(config, step, num_devices):
       "label": rng.integers(0, NUM_CLASSES, (size,)).astype(np.int32),
       "index": np.arange(size, dtype=np.int32),
   }
-  return {k: v.reshape((num_devices, size // num_devices) + v.shape[1:])
-          for k, v in batch.items()}
+  return {k: v.reshape((num_devices, size // num_devices) + v.shape[1:]) for k, v in batch.items()}

@@ -89,8 +89,7 @@ def rgb_to_hsv(image):
   safe_chroma = jnp.where(chroma > 0, chroma, 1.0)
   sat = jnp.where(value > 0, chroma / jnp.where(value > 0, value, 1.0), 0.0)
   hue = jnp.where(value == r, jnp.mod((g - b) / safe_chroma, 6.0),
-                  jnp.where(value == g, (b - r) / safe_chroma + 2.0,
-                            (r - g) / safe_chroma + 4.0))
+                  jnp.where(value == g, (b - r) / safe_chroma + 2.0, (r - g) / safe_chroma + 4.0))
   hue = jnp.where(chroma > 0, hue / 6.0, 0.0)
   return jnp.stack([hue, sat, value], axis=-1)
 
@@ -152,9 +151,8 @@ def _view_params(params):
   """Checks the keys (a typo would silently disable an augmentation) and reads Python floats."""
   keys = set(params.keys())
   if keys != _PARAM_KEYS:
-    raise ValueError(
-        f"View parameters must have exactly the keys {sorted(_PARAM_KEYS)}; missing "
-        f"{sorted(_PARAM_KEYS - keys)}, unexpected {sorted(keys - _PARAM_KEYS)}.")
+    raise ValueError(f"View parameters must have exactly the keys {sorted(_PARAM_KEYS)}; missing "
+                     f"{sorted(_PARAM_KEYS - keys)}, unexpected {sorted(keys - _PARAM_KEYS)}.")
   return {k: float(params[k]) for k in _PARAM_KEYS}
 
 
@@ -169,8 +167,8 @@ def _color_jitter(image, key, p):
     factor_c = jax.random.uniform(keys[1], (), minval=1 - p["contrast"], maxval=1 + p["contrast"])
     ops.append(lambda x: contrast(x, factor_c))
   if p["saturation"] > 0:
-    factor_s = jax.random.uniform(
-        keys[2], (), minval=1 - p["saturation"], maxval=1 + p["saturation"])
+    factor_s = jax.random.uniform(keys[2], (), minval=1 - p["saturation"],
+                                  maxval=1 + p["saturation"])
     ops.append(lambda x: saturation(x, factor_s))
   if p["hue"] > 0:
     delta_h = jax.random.uniform(keys[3], (), minval=-p["hue"], maxval=p["hue"])
@@ -180,8 +178,7 @@ def _color_jitter(image, key, p):
   clipped = [lambda x, op=op: jnp.clip(op(x), 0.0, 1.0) for op in ops]
   order = jax.random.permutation(order_key, len(ops))
   # A loop rather than an unrolled sequence: the step compiles one copy of each op, not four.
-  return jax.lax.fori_loop(
-      0, len(ops), lambda i, x: jax.lax.switch(order[i], clipped, x), image)
+  return jax.lax.fori_loop(0, len(ops), lambda i, x: jax.lax.switch(order[i], clipped, x), image)
 
 
 def _augment_one(image, key, p):
@@ -194,13 +191,12 @@ def _augment_one(image, key, p):
       return x
     return jnp.where(jax.random.uniform(apply_key) < prob, fn(x), x)
 
-  image = maybe(jitter_apply, p["color_jitter_prob"],
-                lambda x: _color_jitter(x, jitter_key, p), image)
+  image = maybe(jitter_apply, p["color_jitter_prob"], lambda x: _color_jitter(x, jitter_key, p),
+                image)
   image = maybe(gray_apply, p["grayscale_prob"], grayscale, image)
 
   def blur(x):
-    sigma = jax.random.uniform(blur_key, (), minval=p["blur_sigma_min"],
-                               maxval=p["blur_sigma_max"])
+    sigma = jax.random.uniform(blur_key, (), minval=p["blur_sigma_min"], maxval=p["blur_sigma_max"])
     return gaussian_blur(x, sigma, blur_kernel_size(min(x.shape[0], x.shape[1])))
 
   image = maybe(blur_apply, p["blur_prob"], blur, image)

@@ -112,8 +112,8 @@ def generate(num_examples, seed):
   """Returns `num_examples` images (uint8 [N, 32, 32, 3]) and balanced labels (int64 [N])."""
   rng = np.random.default_rng(seed)
   labels = rng.permutation(np.arange(num_examples) % len(CLASS_NAMES)).astype(np.int64)
-  images = np.concatenate([
-      _draw(labels[start:start + _CHUNK], rng) for start in range(0, num_examples, _CHUNK)])
+  images = np.concatenate(
+      [_draw(labels[start:start + _CHUNK], rng) for start in range(0, num_examples, _CHUNK)])
   return np.round(images * 255).astype(np.uint8), labels
 
 
@@ -121,10 +121,12 @@ class Shapes10(tfds.core.GeneratorBasedBuilder):
   """tfds builder of shapes10; `download_and_prepare` generates the data, nothing is downloaded."""
 
   VERSION = tfds.core.Version("3.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release.",
-                   "2.0.0": "Larger shapes (radius 10-14 px, was 6-13), within 3 px of the centre.",
-                   "3.0.0": "Colours vary across each image (a background gradient, the shape "
-                            "shifted from it), and small random discs of clutter."}
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "2.0.0": "Larger shapes (radius 10-14 px, was 6-13), within 3 px of the centre.",
+      "3.0.0": "Colours vary across each image (a background gradient, the shape "
+               "shifted from it), and small random discs of clutter."
+  }
   # No files (checksums, metadata) live beside this builder. Saying so also keeps tfds 4.9.10 from
   # resolving the source folder through importlib_resources, which it imports but does not require.
   code_path = None
@@ -134,8 +136,7 @@ class Shapes10(tfds.core.GeneratorBasedBuilder):
         builder=self,
         description=__doc__,
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="png"),
+            "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="png"),
             "label": tfds.features.ClassLabel(names=CLASS_NAMES),
         }),
         supervised_keys=("image", "label"),

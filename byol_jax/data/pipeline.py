@@ -21,6 +21,7 @@ from byol_jax.data import crops
 from byol_jax.data import seeds
 from byol_jax.data import sources
 
+
 class _Batches:
   """Numpy batches of `examples` over (position, record) streams; names an undecodable image,
   or counts skipped ones.
@@ -75,8 +76,8 @@ class _Batches:
   def _count_skipped(self, count):
     if count > 0:
       self.num_skipped += int(count)
-      logging.warning("Skipped %d undecodable image(s) of %s; %d so far.", count,
-                      self._source.name, self.num_skipped)
+      logging.warning("Skipped %d undecodable image(s) of %s; %d so far.", count, self._source.name,
+                      self.num_skipped)
 
   def _raise_corrupt(self, error):
     """Finds the image of the failed batch that does not decode, and names it."""
@@ -110,9 +111,9 @@ def per_device_batch_size(global_batch_size, process_count, local_device_count,
   return global_batch_size // devices
 
 
-def pretrain_batches(*, dataset, data_dir, split, global_batch_size, image_size, seed,
-                     start_step=0, process_index=0, process_count=1, local_device_count=1,
-                     shuffle_buffer=10_000, crop_min_area=crops.CROP_MIN_AREA, skip_corrupt=False):
+def pretrain_batches(*, dataset, data_dir, split, global_batch_size, image_size, seed, start_step=0,
+                     process_index=0, process_count=1, local_device_count=1, shuffle_buffer=10_000,
+                     crop_min_area=crops.CROP_MIN_AREA, skip_corrupt=False):
   """Infinite iterator of this host's pretraining batches: two uint8 views per image.
 
   Args:
@@ -144,18 +145,19 @@ def pretrain_batches(*, dataset, data_dir, split, global_batch_size, image_size,
   crop_seed = seeds.of(seed, seeds.CROP, process_index)
 
   def examples(position, record):
-    views = crops.random_views(record["image"], image_size, seeds.fold_in(crop_seed, position),
-                               2, crop_min_area)
-    return {"view1": views[0], "view2": views[1], "label": record["label"],
-            "position": position}
+    views = crops.random_views(record["image"], image_size, seeds.fold_in(crop_seed, position), 2,
+                               crop_min_area)
+    return {"view1": views[0], "view2": views[1], "label": record["label"], "position": position}
 
   layout = (local_device_count, per_device)
   index = (process_index * host_batch + np.arange(host_batch, dtype=np.int32)).reshape(layout)
 
   def finish(batch):
-    return {"view1": batch["view1"].reshape(layout + batch["view1"].shape[1:]),
-            "view2": batch["view2"].reshape(layout + batch["view2"].shape[1:]),
-            "label": batch["label"].reshape(layout), "index": index}
+    return {
+        "view1": batch["view1"].reshape(layout + batch["view1"].shape[1:]),
+        "view2": batch["view2"].reshape(layout + batch["view2"].shape[1:]),
+        "label": batch["label"].reshape(layout), "index": index
+    }
 
   return _Batches(lambda start: sources.stream_from(source, start), examples, finish,
                   batch_size=host_batch, source=source, start=start_step * host_batch,
@@ -175,8 +177,7 @@ def linear_train_batches(*, dataset, data_dir, split, batch_size, image_size, se
   crop_seed = seeds.of(seed, seeds.CROP)
 
   def examples(position, record):
-    view = crops.random_views(record["image"], image_size, seeds.fold_in(crop_seed, position),
-                              1)[0]
+    view = crops.random_views(record["image"], image_size, seeds.fold_in(crop_seed, position), 1)[0]
     return {"image": view, "label": record["label"], "position": position}
 
   mask = np.ones([batch_size], bool)
@@ -200,14 +201,18 @@ def eval_batches(*, dataset, data_dir, split, batch_size, image_size, crop_fract
                                source.ordered().skip(start))
 
   def examples(position, record):
-    return {"image": crops.center_view(record["image"], image_size, crop_fraction),
-            "label": record["label"], "position": position}
+    return {
+        "image": crops.center_view(record["image"], image_size, crop_fraction),
+        "label": record["label"], "position": position
+    }
 
   def finish(batch):
     n = len(batch["label"])
     pad = [(0, batch_size - n)]
-    return {"image": np.pad(batch["image"], pad + [(0, 0)] * 3),
-            "label": np.pad(batch["label"], pad), "mask": np.arange(batch_size) < n}
+    return {
+        "image": np.pad(batch["image"], pad + [(0, 0)] * 3), "label": np.pad(batch["label"], pad),
+        "mask": np.arange(batch_size) < n
+    }
 
   return _Batches(records, examples, finish, batch_size=batch_size, source=source, start=0,
                   skip_corrupt=skip_corrupt, total=source.size)

@@ -85,8 +85,6 @@ class Source(NamedTuple):
   stream: Callable[[int], tf.data.Dataset]
 
 
-
-
 def _tfds_builder(name, data_dir):
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -122,9 +120,9 @@ def _how_to_prepare(builder):
 def _read_tfds(builder, split):
   """Encoded records of a split (or sub-split) in their stored order."""
   try:
-    ds = builder.as_dataset(
-        split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False))
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding()},
+                            read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False))
   except AssertionError as error:  # What tfds raises when the data files are missing.
     raise DatasetNotFoundError(_how_to_prepare(builder)) from error
   has_label = "label" in builder.info.features
@@ -156,35 +154,37 @@ def _tfds_source(name, data_dir, split, process_index, process_count, seed, shuf
   builder = _tfds_builder(name, data_dir)
   if "image" not in builder.info.features:
     raise DatasetError(f"Dataset {name!r} has no 'image' feature.")
-  host_split = tfds.split_for_jax_process(
-      split, process_index=process_index, process_count=process_count)
+  host_split = tfds.split_for_jax_process(split, process_index=process_index,
+                                          process_count=process_count)
   host = _read_tfds(builder, host_split)
-  num_chunks = int(np.clip(_cardinality(host, f"{name}:{split}") // shuffle_buffer, 1,
-                           _MAX_CHUNKS))
+  num_chunks = int(np.clip(_cardinality(host, f"{name}:{split}") // shuffle_buffer, 1, _MAX_CHUNKS))
   if num_chunks == 1:
     chunks = [host]
   else:
     sub_splits = tfds.even_splits(split, n=process_count * num_chunks)
-    chunks = [_read_tfds(builder, s) for s in
-              sub_splits[process_index * num_chunks:(process_index + 1) * num_chunks]]
+    chunks = [
+        _read_tfds(builder, s)
+        for s in sub_splits[process_index * num_chunks:(process_index + 1) * num_chunks]
+    ]
   sizes = np.array([_cardinality(c, f"{name}:{split}") for c in chunks])
 
   def chunk_order(epoch):
-    uniform = tf.random.stateless_uniform(
-        [num_chunks], seed=seeds.of(seed, seeds.ORDER, process_index, epoch))
+    epoch_seed = seeds.of(seed, seeds.ORDER, process_index, epoch)
+    uniform = tf.random.stateless_uniform([num_chunks], seed=epoch_seed)
     return tf.argsort(uniform)
 
   def epoch_records(epoch, order):
     """The chunks listed in `order`, in that order, each through its own shuffle buffer."""
-    shuffled = [c.shuffle(shuffle_buffer, reshuffle_each_iteration=False,
-                          seed=seeds.shuffle_seed(seeds.of(seed, seeds.ORDER, process_index,
-                                                           epoch, j)))
-                for j, c in enumerate(chunks)]
+    shuffled = [
+        c.shuffle(shuffle_buffer, reshuffle_each_iteration=False,
+                  seed=seeds.shuffle_seed(seeds.of(seed, seeds.ORDER, process_index, epoch, j)))
+        for j, c in enumerate(chunks)
+    ]
     if num_chunks == 1:
       return shuffled[0]
     choice = tf.repeat(tf.cast(order, tf.int64), tf.gather(sizes, order))
-    return tf.data.Dataset.choose_from_datasets(
-        shuffled, tf.data.Dataset.from_tensor_slices(choice))
+    return tf.data.Dataset.choose_from_datasets(shuffled,
+                                                tf.data.Dataset.from_tensor_slices(choice))
 
   def stream(start):
     first_epoch, offset = divmod(start, int(sizes.sum()))
@@ -193,13 +193,13 @@ def _tfds_source(name, data_dir, split, process_index, process_count, seed, shuf
     first_chunk = int(np.searchsorted(ends, offset, side="right"))
     within = offset - (ends[first_chunk - 1] if first_chunk else 0)
     first = epoch_records(first_epoch, order[first_chunk:]).skip(within)
-    rest = tf.data.Dataset.range(first_epoch + 1, _FOREVER).flat_map(
-        lambda e: epoch_records(e, chunk_order(e)))
+    later_epochs = tf.data.Dataset.range(first_epoch + 1, _FOREVER)
+    rest = later_epochs.flat_map(lambda e: epoch_records(e, chunk_order(e)))
     return first.concatenate(rest)
 
   return Source(name=f"{name}:{split} (host {process_index} of {process_count})",
-                 size=int(sizes.sum()), labelled="label" in builder.info.features,
-                 ordered=lambda: host, stream=stream)
+                size=int(sizes.sum()), labelled="label" in builder.info.features,
+                ordered=lambda: host, stream=stream)
 
 
 def _has_image_header(path):
@@ -240,8 +240,11 @@ def _list_folder(path, skip_corrupt=False):
     raise DatasetNotFoundError(f"Image folder {path!r} does not exist.")
 
   def images_in(folder):
-    return sorted(os.path.join(root, f) for root, _, files in gfile.walk(folder)
-                  for f in files if f.lower().endswith(_IMAGE_EXTENSIONS))
+    return sorted(
+        os.path.join(root, f)
+        for root, _, files in gfile.walk(folder)
+        for f in files
+        if f.lower().endswith(_IMAGE_EXTENSIONS))
 
   entries = sorted(e for e in gfile.listdir(path) if not e.startswith("."))
   classes = [e.rstrip("/") for e in entries if gfile.isdir(os.path.join(path, e))]
@@ -279,8 +282,8 @@ def _slice_bounds(split, size):
   try:
     if not one_slice:
       raise ValueError(f"not {_FOLDER_SPLIT!r} or one slice of it")
-    instructions = tfds.core.ReadInstruction.from_spec(
-        "train" + (one_slice.group(1) or "")).to_absolute(info)
+    spec = "train" + (one_slice.group(1) or "")
+    instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(info)
   except (ValueError, AssertionError) as error:
     raise DatasetError(f"A folder dataset has the one split {_FOLDER_SPLIT!r}, which may be sliced "
                        f"like 'all[:90%]' or 'all[100:]'; {split!r} is not a slice of its {size} "
@@ -311,8 +314,8 @@ def _folder_source(path, split, process_index, process_count, seed, skip_corrupt
   def stream(start):
     first_epoch, offset = divmod(start, size)
     first = tf.data.Dataset.from_tensor_slices(epoch_order(first_epoch)[offset:])
-    rest = tf.data.Dataset.range(first_epoch + 1, _FOREVER).flat_map(
-        lambda e: tf.data.Dataset.from_tensor_slices(epoch_order(e)))
+    later_epochs = tf.data.Dataset.range(first_epoch + 1, _FOREVER)
+    rest = later_epochs.flat_map(lambda e: tf.data.Dataset.from_tensor_slices(epoch_order(e)))
     return first.concatenate(rest).map(read)
 
   return Source(
@@ -322,14 +325,13 @@ def _folder_source(path, split, process_index, process_count, seed, skip_corrupt
 
 
 def source(dataset, data_dir, split, process_index=0, process_count=1, seed=0,
-            shuffle_buffer=10_000, skip_corrupt=False):
+           shuffle_buffer=10_000, skip_corrupt=False):
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
   if dataset.startswith(FOLDER_PREFIX):
     return _folder_source(dataset[len(FOLDER_PREFIX):], split, process_index, process_count, seed,
                           skip_corrupt)
-  return _tfds_source(dataset, data_dir, split, process_index, process_count, seed,
-                      shuffle_buffer)
+  return _tfds_source(dataset, data_dir, split, process_index, process_count, seed, shuffle_buffer)
 
 
 def stream_from(source, start):

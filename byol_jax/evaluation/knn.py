@@ -27,17 +27,16 @@ def _predict(queries, bank, bank_labels, *, k, temperature, num_classes):
   return jnp.argmax(votes.sum(axis=1), axis=-1)
 
 
-def knn_predict(train_features, train_labels, test_features, *, k=20,
-                temperature=0.07, num_classes, chunk_size=256) -> np.ndarray:
+def knn_predict(train_features, train_labels, test_features, *, k=20, temperature=0.07, num_classes,
+                chunk_size=256) -> np.ndarray:
   """Predicted label of each test feature, working through chunks of queries.
 
   Only a [chunk_size, num_train] similarity block exists at a time, so 10k
   queries against a 50k bank fit in memory.
   """
   if len(train_features) == 0 or len(test_features) == 0:
-    raise ValueError(
-        f"kNN needs examples on both sides; got {len(train_features)} train "
-        f"and {len(test_features)} test features.")
+    raise ValueError(f"kNN needs examples on both sides; got {len(train_features)} train "
+                     f"and {len(test_features)} test features.")
   bank = _l2_normalize(jnp.asarray(train_features, jnp.float32))
   bank_labels = jnp.asarray(train_labels, jnp.int32)
   k = min(k, bank.shape[0])
@@ -54,10 +53,9 @@ def knn_predict(train_features, train_labels, test_features, *, k=20,
   return np.asarray(jnp.concatenate(predictions))
 
 
-def knn_top1(train_features, train_labels, test_features, test_labels, *,
-             k=20, temperature=0.07, num_classes, chunk_size=256) -> float:
+def knn_top1(train_features, train_labels, test_features, test_labels, *, k=20, temperature=0.07,
+             num_classes, chunk_size=256) -> float:
   """Top-1 accuracy of weighted kNN on cosine similarity."""
   predictions = knn_predict(train_features, train_labels, test_features, k=k,
-                            temperature=temperature, num_classes=num_classes,
-                            chunk_size=chunk_size)
+                            temperature=temperature, num_classes=num_classes, chunk_size=chunk_size)
   return float(np.mean(predictions == np.asarray(test_labels)))

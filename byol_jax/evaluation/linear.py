@@ -57,8 +57,7 @@ def _feature_statistics(embed_fn, train_batches, num_steps):
   mean_shifted = sums[:, 0].sum(0) / count
   variance = np.maximum(sums[:, 1].sum(0) / count - mean_shifted**2, 0.)
   mean = shift + mean_shifted
-  return (mean.astype(np.float32),
-          (1 / np.sqrt(variance + _VARIANCE_FLOOR)).astype(np.float32))
+  return (mean.astype(np.float32), (1 / np.sqrt(variance + _VARIANCE_FLOOR)).astype(np.float32))
 
 
 def _logits(params, features, mean, inv_std):
@@ -100,9 +99,9 @@ def linear_learning_rate(base_lr, batch_size):
   return base_lr * batch_size / 256
 
 
-def linear_evaluation(embed_fn, train_batches, test_batches, *, num_classes,
-                      epochs, steps_per_epoch, learning_rate,
-                      standardize_features=False, seed=0) -> dict[str, float]:
+def linear_evaluation(embed_fn, train_batches, test_batches, *, num_classes, epochs,
+                      steps_per_epoch, learning_rate, standardize_features=False,
+                      seed=0) -> dict[str, float]:
   """Trains a linear classifier on frozen features and tests it.
 
   Args:
@@ -137,9 +136,8 @@ def linear_evaluation(embed_fn, train_batches, test_batches, *, num_classes,
       "b": jnp.zeros((num_classes,)),
   }
   total_steps = epochs * steps_per_epoch
-  optimizer = optax.sgd(
-      optax.cosine_decay_schedule(learning_rate, total_steps), momentum=0.9,
-      nesterov=True)
+  optimizer = optax.sgd(optax.cosine_decay_schedule(learning_rate, total_steps), momentum=0.9,
+                        nesterov=True)
   opt_state = optimizer.init(params)
   train_step = _make_train_step(optimizer)
 
@@ -147,9 +145,8 @@ def linear_evaluation(embed_fn, train_batches, test_batches, *, num_classes,
   for i in range(total_steps):
     batch = next(train_batches)
     mask = jnp.asarray(batch["mask"], bool)
-    params, opt_state, correct = train_step(
-        params, opt_state, embed_fn(batch["image"]), batch["label"], mask, mean,
-        inv_std)
+    params, opt_state, correct = train_step(params, opt_state, embed_fn(batch["image"]),
+                                            batch["label"], mask, mean, inv_std)
     if i >= total_steps - steps_per_epoch:
       train_correct += correct
       train_count += mask.sum()
@@ -158,16 +155,14 @@ def linear_evaluation(embed_fn, train_batches, test_batches, *, num_classes,
   top1, topk, count = 0, 0, 0
   for batch in test_batches():
     mask = jnp.asarray(batch["mask"], bool)
-    hits1, hitsk = _test_counts(params, embed_fn(batch["image"]),
-                                jnp.asarray(batch["label"]), mask, mean,
-                                inv_std, top=top)
+    hits1, hitsk = _test_counts(params, embed_fn(batch["image"]), jnp.asarray(batch["label"]), mask,
+                                mean, inv_std, top=top)
     top1, topk, count = top1 + hits1, topk + hitsk, count + mask.sum()
   train_correct, train_count, top1, topk, count = jax.device_get(
       (train_correct, train_count, top1, topk, count))
   if count == 0:
     raise ValueError("linear_evaluation got no unmasked test examples.")
-  results = {"top1": float(top1 / count),
-             "train_top1": float(train_correct / max(train_count, 1))}
+  results = {"top1": float(top1 / count), "train_top1": float(train_correct / max(train_count, 1))}
   if num_classes >= 5:
     results["top5"] = float(topk / count)
   return results

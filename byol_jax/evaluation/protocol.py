@@ -24,8 +24,7 @@ def _cached_batches(features, labels, batch_size, seed):
     order = rng.permutation(len(features))
     for start in range(0, len(order) - batch_size + 1, batch_size):
       chosen = order[start:start + batch_size]
-      yield {"image": features[chosen], "label": labels[chosen],
-             "mask": np.ones(batch_size, bool)}
+      yield {"image": features[chosen], "label": labels[chosen], "mask": np.ones(batch_size, bool)}
 
 
 def _identity(x):
@@ -45,26 +44,33 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
 
   train_x, train_y = linear.extract_features(embed_fn, batches(info.train_split))
   test_x, test_y = linear.extract_features(embed_fn, batches(info.test_split))
-  results = {"knn_top1": knn.knn_top1(train_x, train_y, test_x, test_y, k=e.knn_k,
-                                      temperature=e.knn_temperature,
-                                      num_classes=info.num_classes)}
+  results = {
+      "knn_top1":
+          knn.knn_top1(train_x, train_y, test_x, test_y, k=e.knn_k, temperature=e.knn_temperature,
+                       num_classes=info.num_classes)
+  }
   batch_size = min(e.linear_batch_size, len(train_x))
   steps_per_epoch = max(len(train_x) // batch_size, 1)
   learning_rate = linear.linear_learning_rate(e.linear_base_lr, batch_size)
   if e.linear_augment:
-    train_batches = pipeline.linear_train_batches(
-        dataset=dataset, data_dir=data_dir, split=info.train_split, batch_size=batch_size,
-        image_size=image_size, seed=seed, skip_corrupt=skip_corrupt)
+    train_batches = pipeline.linear_train_batches(dataset=dataset, data_dir=data_dir,
+                                                  split=info.train_split, batch_size=batch_size,
+                                                  image_size=image_size, seed=seed,
+                                                  skip_corrupt=skip_corrupt)
     linear_results = linear.linear_evaluation(
-        embed_fn, train_batches, lambda: batches(info.test_split),
-        num_classes=info.num_classes, epochs=e.linear_epochs, steps_per_epoch=steps_per_epoch,
-        learning_rate=learning_rate, standardize_features=e.standardize_features, seed=seed)
+        embed_fn, train_batches, lambda: batches(info.test_split), num_classes=info.num_classes,
+        epochs=e.linear_epochs, steps_per_epoch=steps_per_epoch, learning_rate=learning_rate,
+        standardize_features=e.standardize_features, seed=seed)
   else:
+
     def test_batches():
       for start in range(0, len(test_x), batch_size):
         stop = start + batch_size
-        yield {"image": test_x[start:stop], "label": test_y[start:stop],
-               "mask": np.ones(len(test_x[start:stop]), bool)}
+        yield {
+            "image": test_x[start:stop], "label": test_y[start:stop],
+            "mask": np.ones(len(test_x[start:stop]), bool)
+        }
+
     linear_results = linear.linear_evaluation(
         _identity, _cached_batches(train_x, train_y, batch_size, seed), test_batches,
         num_classes=info.num_classes, epochs=e.linear_epochs, steps_per_epoch=steps_per_epoch,
@@ -77,13 +83,11 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
 def evaluate_encoder(config, embed_fn, random_init_embed_fn=None):
   """Evaluates a run's encoder, and the same protocol on a random-init encoder for reference."""
   kwargs = dict(dataset=config.dataset, data_dir=config.data_dir, image_size=config.image_size,
-                eval_config=config.eval, seed=config.seed,
-                skip_corrupt=config.skip_corrupt_images)
+                eval_config=config.eval, seed=config.seed, skip_corrupt=config.skip_corrupt_images)
   results = evaluate_features(embed_fn, **kwargs)
   if random_init_embed_fn is not None and config.eval.random_init_baseline:
     baseline = evaluate_features(random_init_embed_fn, **kwargs)
-    results.update({f"random_init_{k}": v for k, v in baseline.items()
-                    if not k.startswith("num_")})
+    results.update({f"random_init_{k}": v for k, v in baseline.items() if not k.startswith("num_")})
   return results
 
 
@@ -99,7 +103,8 @@ def evaluate_exported(config):
         f"config.encoder_dir={config.encoder_dir!r} holds no exported encoder ({arch_path} is "
         "missing); a finished training run exports one to WORKDIR/encoder.")
   arch = json.loads(arch_path.read_text())
-  return evaluate_features(
-      export.load_encoder(config.encoder_dir), dataset=config.dataset or arch["dataset"],
-      data_dir=config.data_dir, image_size=config.image_size or arch["image_size"],
-      eval_config=config.eval, seed=config.seed, skip_corrupt=config.skip_corrupt_images)
+  return evaluate_features(export.load_encoder(config.encoder_dir), dataset=config.dataset or
+                           arch["dataset"], data_dir=config.data_dir,
+                           image_size=config.image_size or arch["image_size"],
+                           eval_config=config.eval, seed=config.seed,
+                           skip_corrupt=config.skip_corrupt_images)

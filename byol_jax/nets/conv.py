@@ -37,9 +37,8 @@ def use_matmul(x_shape, w_shape, stride: int) -> bool:
 
 def lax_conv2d(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   """`conv2d` as XLA's convolution, exactly what hk.Conv2D computes."""
-  return lax.conv_general_dilated(
-      x, w, window_strides=(stride, stride), padding="SAME",
-      dimension_numbers=_DIMENSION_NUMBERS)
+  return lax.conv_general_dilated(x, w, window_strides=(stride, stride), padding="SAME",
+                                  dimension_numbers=_DIMENSION_NUMBERS)
 
 
 def matmul_conv2d(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
@@ -55,8 +54,9 @@ def matmul_conv2d(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   out_h = (x.shape[1] - kh) // stride + 1
   out_w = (x.shape[2] - kw) // stride + 1
   patches = [
-      x[:, i:i + stride * (out_h - 1) + 1:stride,
-        j:j + stride * (out_w - 1) + 1:stride]
-      for i in range(kh) for j in range(kw)]
+      x[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
+      for i in range(kh)
+      for j in range(kw)
+  ]
   patches = patches[0] if len(patches) == 1 else jnp.concatenate(patches, -1)
   return jnp.dot(patches, w.reshape(-1, w.shape[-1]))

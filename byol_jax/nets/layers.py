@@ -84,8 +84,8 @@ class Conv2D(_Layer):
   kernels and strides only. Runs `conv.conv2d`, fast on CPU too.
   """
 
-  def __init__(self, output_channels, kernel_shape, stride=1, with_bias=True,
-               w_init=None, b_init=None, name=None):
+  def __init__(self, output_channels, kernel_shape, stride=1, with_bias=True, w_init=None,
+               b_init=None, name=None):
     super().__init__(with_bias, w_init, b_init, name)
     self._output_channels = output_channels
     self._kernel_size = kernel_shape
@@ -106,8 +106,7 @@ class WSConv2D(Conv2D):
 class Linear(_Layer):
   """hk.Linear's computation, parameters ("w" [in, out], "b"), init and name."""
 
-  def __init__(self, output_size, with_bias=True, w_init=None, b_init=None,
-               name=None):
+  def __init__(self, output_size, with_bias=True, w_init=None, b_init=None, name=None):
     super().__init__(with_bias, w_init, b_init, name)
     self._output_size = output_size
 
@@ -185,9 +184,9 @@ def _divisors(n: int) -> list[int]:
   return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def make_norm(kind: str, *, name: str, gn_groups: int = 16,
-              bn_cross_replica_axis=None, bn_decay_rate: float = 0.9,
-              eps: float = 1e-5, zero_init_scale: bool = False) -> NormFn:
+def make_norm(kind: str, *, name: str, gn_groups: int = 16, bn_cross_replica_axis=None,
+              bn_decay_rate: float = 0.9, eps: float = 1e-5,
+              zero_init_scale: bool = False) -> NormFn:
   """Returns `norm(x, is_training)` of the given kind; call inside hk.transform.
 
   Kinds: "bn" (hk.BatchNorm; batch statistics in training, moving averages in
@@ -220,10 +219,9 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16,
   if kind == "affine":
     return _in_float32(_Affine(zero_init_scale, name=name))
   if kind == "bn":
-    return _in_float32(hk.BatchNorm(
-        create_scale=True, create_offset=True, decay_rate=bn_decay_rate,
-        eps=eps, scale_init=scale_init,
-        cross_replica_axis=bn_cross_replica_axis, name=name))
+    return _in_float32(
+        hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=bn_decay_rate, eps=eps,
+                     scale_init=scale_init, cross_replica_axis=bn_cross_replica_axis, name=name))
 
   groups = 1 if kind == "ln" else gn_groups
   if groups < 1:
@@ -234,10 +232,9 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16,
     del is_training  # Per-sample statistics: train and eval are the same.
     channels = x.shape[-1]
     if channels % groups:
-      raise ValueError(
-          f"Layer {module.module_name!r}: gn_groups={groups} does not divide "
-          f"its {channels} channels; valid group counts are "
-          f"{', '.join(map(str, _divisors(channels)))}.")
+      raise ValueError(f"Layer {module.module_name!r}: gn_groups={groups} does not divide "
+                       f"its {channels} channels; valid group counts are "
+                       f"{', '.join(map(str, _divisors(channels)))}.")
     return module(x)
 
   return _in_float32(group_norm)

@@ -12,17 +12,15 @@ class MLP(hk.Module):
   The output layer has no bias and no norm, as in BYOL.
   """
 
-  def __init__(self, hidden_size=4096, output_size=256, norm="bn",
-               weight_standardization=False, gn_groups=16,
-               bn_cross_replica_axis=None, bn_decay_rate=0.9, name=None):
+  def __init__(self, hidden_size=4096, output_size=256, norm="bn", weight_standardization=False,
+               gn_groups=16, bn_cross_replica_axis=None, bn_decay_rate=0.9, name=None):
     """Builds the head; ValueError on an unknown norm or gn_groups < 1."""
     super().__init__(name=name)
     linear = layers.WSLinear if weight_standardization else layers.Linear
     self._hidden = linear(hidden_size, with_bias=True, name="linear_0")
-    self._norm = layers.make_norm(
-        norm, name="norm", gn_groups=gn_groups,
-        bn_cross_replica_axis=bn_cross_replica_axis,
-        bn_decay_rate=bn_decay_rate)
+    self._norm = layers.make_norm(norm, name="norm", gn_groups=gn_groups,
+                                  bn_cross_replica_axis=bn_cross_replica_axis,
+                                  bn_decay_rate=bn_decay_rate)
     self._output = linear(output_size, with_bias=False, name="linear_1")
 
   def __call__(self, x: jax.Array, is_training: bool) -> jax.Array:

@@ -61,26 +61,22 @@ def is_last_block_norm(module_path: str) -> bool:
 class _Block(hk.Module):
   """A basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) residual block, v1."""
 
-  def __init__(self, channels, stride, bottleneck, project, conv, norm,
-               zero_init_last_norm, name):
+  def __init__(self, channels, stride, bottleneck, project, conv, norm, zero_init_last_norm, name):
     super().__init__(name=name)
     if bottleneck:
       # Stride on the 3x3 conv, as torchvision and Haiku do.
-      specs = ((channels, 1, 1), (channels, 3, stride),
-               (channels * _BOTTLENECK_EXPANSION, 1, 1))
+      specs = ((channels, 1, 1), (channels, 3, stride), (channels * _BOTTLENECK_EXPANSION, 1, 1))
     else:
       specs = ((channels, 3, stride), (channels, 3, 1))
-    self._convs = [conv(c, kernel_shape=k, stride=s, name=f"conv_{i}")
-                   for i, (c, k, s) in enumerate(specs)]
+    self._convs = [
+        conv(c, kernel_shape=k, stride=s, name=f"conv_{i}") for i, (c, k, s) in enumerate(specs)
+    ]
     self._norms = [norm(name=f"norm_{i}") for i in range(len(specs) - 1)]
-    self._norms.append(
-        norm(name="last_norm", zero_init_scale=zero_init_last_norm))
+    self._norms.append(norm(name="last_norm", zero_init_scale=zero_init_last_norm))
     self._shortcut = None
     if project:
-      self._shortcut = (
-          conv(specs[-1][0], kernel_shape=1, stride=stride,
-               name="shortcut_conv"),
-          norm(name="shortcut_norm"))
+      self._shortcut = (conv(specs[-1][0], kernel_shape=1, stride=stride,
+                             name="shortcut_conv"), norm(name="shortcut_norm"))
 
   def __call__(self, x, is_training):
     shortcut = x
@@ -102,11 +98,9 @@ class ResNet(hk.Module):
   bf16 on float32 parameters.
   """
 
-  def __init__(self, depth=50, width=1, stem="imagenet", norm="bn",
-               weight_standardization=False, gn_groups=16,
-               bn_cross_replica_axis=None, bn_decay_rate=0.9,
-               conv_init="haiku", zero_init_last_norm=False, remat_blocks=False,
-               name=None):
+  def __init__(self, depth=50, width=1, stem="imagenet", norm="bn", weight_standardization=False,
+               gn_groups=16, bn_cross_replica_axis=None, bn_decay_rate=0.9, conv_init="haiku",
+               zero_init_last_norm=False, remat_blocks=False, name=None):
     """Builds the network.
 
     Args:
@@ -145,40 +139,35 @@ class ResNet(hk.Module):
     if conv_init not in CONV_INITS:
       raise ValueError(f"Unknown conv_init {conv_init!r}; valid choices are "
                        f"{', '.join(map(repr, CONV_INITS))}.")
-    conv = functools.partial(
-        layers.WSConv2D if weight_standardization else layers.Conv2D,
-        with_bias=False, w_init=CONV_INITS[conv_init])
-    norm_fn = functools.partial(
-        layers.make_norm, norm, gn_groups=gn_groups,
-        bn_cross_replica_axis=bn_cross_replica_axis,
-        bn_decay_rate=bn_decay_rate)
+    conv = functools.partial(layers.WSConv2D if weight_standardization else layers.Conv2D,
+                             with_bias=False, w_init=CONV_INITS[conv_init])
+    norm_fn = functools.partial(layers.make_norm, norm, gn_groups=gn_groups,
+                                bn_cross_replica_axis=bn_cross_replica_axis,
+                                bn_decay_rate=bn_decay_rate)
 
     self._stem = stem
     self._remat_blocks = remat_blocks
     stem_kernel, stem_stride = (7, 2) if stem == "imagenet" else (3, 1)
-    self._stem_conv = conv(int(64 * width), kernel_shape=stem_kernel,
-                           stride=stem_stride, name="stem_conv")
+    self._stem_conv = conv(int(64 * width), kernel_shape=stem_kernel, stride=stem_stride,
+                           name="stem_conv")
     self._stem_norm = norm_fn(name="stem_norm")
 
     bottleneck, blocks_per_stage = _DEPTHS[depth]
     self._blocks = []
-    for s, (channels, num_blocks) in enumerate(
-        zip(_STAGE_CHANNELS, blocks_per_stage), start=1):
+    for s, (channels, num_blocks) in enumerate(zip(_STAGE_CHANNELS, blocks_per_stage), start=1):
       channels = int(channels * width)
       for b in range(num_blocks):
         stride = 2 if s > 1 and b == 0 else 1
         # A projection shortcut on every stage's first block, as the official BYOL ResNets
         # (ResNet-18/34 too, where stage 1's first block would not need one).
-        self._blocks.append(_Block(
-            channels, stride, bottleneck, project=b == 0,
-            conv=conv, norm=norm_fn, zero_init_last_norm=zero_init_last_norm,
-            name=f"stage{s}_block{b}"))
+        self._blocks.append(
+            _Block(channels, stride, bottleneck, project=b == 0, conv=conv, norm=norm_fn,
+                   zero_init_last_norm=zero_init_last_norm, name=f"stage{s}_block{b}"))
 
   def __call__(self, images: jax.Array, is_training: bool) -> jax.Array:
     x = jax.nn.relu(self._stem_norm(self._stem_conv(images), is_training))
     if self._stem == "imagenet":
-      x = hk.max_pool(x, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1),
-                      padding="SAME")
+      x = hk.max_pool(x, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding="SAME")
     for block in self._blocks:
       x = (hk.remat(block, static_argnums=1) if self._remat_blocks else block)(x, is_training)
     return jnp.mean(x, axis=(1, 2))
