@@ -15,7 +15,7 @@ setuptools.setup(
     name="byol_jax",
     version="0.1.0",
     description="BYOL with swappable normalization (BN, LN, GN, none) and weight "
-                "standardization, in JAX/Haiku.",
+    "standardization, in JAX/Haiku.",
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["byol_jax", "byol_jax.*"]),
@@ -25,7 +25,10 @@ setuptools.setup(
         # matplotlib: tests/test_reproduce.py checks the plots experiments/reproduce.py writes.
         # hypothesis: property-based tests where the input space is wide (conv shapes).
         # pytest-xdist: the fast loop runs on two workers (README).
-        "test": ["pytest>=7", "pytest-xdist>=3", "matplotlib>=3.7", "hypothesis>=6"],
+        # yapf: the repo's formatter; pinned, as another version formats some lines differently.
+        "test": [
+            "pytest>=7", "pytest-xdist>=3", "matplotlib>=3.7", "hypothesis>=6", "yapf==0.43.0"
+        ],
         "experiments": ["matplotlib>=3.7"],
         # Compiling for TPU topologies on any host (experiments/tpu_compile.py), and TPU VMs.
         "tpu": ["jax[tpu]"],
