@@ -24,7 +24,7 @@ setuptools.setup(
     extras_require={
         # matplotlib: tests/test_reproduce.py checks the plots experiments/reproduce.py writes.
         # hypothesis: property-based tests where the input space is wide (conv shapes).
-        # pytest-xdist: the fast loop runs on two workers (README).
+        # pytest-xdist: the tests run on two workers (README).
         # yapf: the repo's formatter; pinned, as another version formats some lines differently.
         "test": [
             "pytest>=7", "pytest-xdist>=3", "matplotlib>=3.7", "hypothesis>=6", "yapf==0.43.0"
