@@ -36,7 +36,7 @@ def test_paper_hyper_parameters():
 
 
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
-def test_tiny_preset_jitters_colour_harder_and_the_paper_configs_do_not(name):
+def test_tiny_preset_jitters_color_harder_and_the_paper_configs_do_not(name):
   for view in ("view1", "view2"):
     tiny, paper = load(name, "tiny")[view], load(name)[view]
     assert (tiny.brightness, tiny.contrast, tiny.saturation, tiny.hue) == (0.8, 0.8, 0.8, 0.5)

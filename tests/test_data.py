@@ -159,7 +159,7 @@ def test_eval_batches_cover_every_example_once(fake_imagenet):
   np.testing.assert_array_equal(np.sort(labels), np.arange(21))
 
 
-def test_linear_train_batches_are_random_crops_of_labelled_examples(fake_imagenet):
+def test_linear_train_batches_are_random_crops_of_labeled_examples(fake_imagenet):
   del fake_imagenet
 
   def batches(seed):
@@ -218,7 +218,7 @@ def test_embedded_dataset_is_not_linearly_separable_from_raw_pixels(shapes10_dir
   assert accuracy < 0.2, accuracy
 
 
-def test_embedded_colours_vary_across_each_image():
+def test_embedded_colors_vary_across_each_image():
   """Two crops of one image see different colours: colour cannot match the views of a pair."""
   images = embedded.generate(500, seed=0)[0].astype(np.float32) / 255
   corners = [
@@ -242,7 +242,7 @@ def _write_images(folder, names, size=(20, 28)):
     tf.io.write_file(os.path.join(folder, name), encode(image))
 
 
-def test_labelled_folder_dataset(tmp_path):
+def test_labeled_folder_dataset(tmp_path):
   _write_images(tmp_path / "cat", [f"{i}.png" for i in range(6)])
   _write_images(tmp_path / "dog", [f"{i}.jpg" for i in range(4)])
   (tmp_path / "notes.txt").write_text("not an image")

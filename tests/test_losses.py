@@ -70,7 +70,7 @@ def test_infonce_gathers_negatives_across_replicas():
   np.testing.assert_allclose(np.asarray(grads[1]).reshape(8, 4) / 4, full_grads[1], atol=1e-6)
 
 
-def test_classification_loss_ignores_unlabelled_examples():
+def test_classification_loss_ignores_unlabeled_examples():
   logits = jnp.array([[2.0, 0.0], [0.0, 3.0], [5.0, 0.0]])
   loss, accuracy = losses.classification_loss(logits, jnp.array([0, 0, -1]))
   expected = -(jax.nn.log_softmax(logits[0])[0] + jax.nn.log_softmax(logits[1])[0]) / 2

@@ -43,7 +43,7 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"B
 _HEADER_THREADS = 32
 _MAX_NAMED = 5
 _FOLDER_SPLIT = "all"
-_FOLDER_LABELLED_SPLITS = ("all[:90%]", "all[:90%]", "all[90%:]")
+_FOLDER_LABELED_SPLITS = ("all[:90%]", "all[:90%]", "all[90%:]")
 _MAX_CHUNKS = 64
 _FOREVER = 2**62
 
@@ -79,7 +79,7 @@ class Source(NamedTuple):
   """One host's shard of a split, as records {"image": encoded bytes, "label", "id"}."""
   name: str  # For messages: dataset and split.
   size: int
-  labelled: bool
+  labeled: bool
   ordered: Callable[[], tf.data.Dataset]  # The records in their fixed order.
   # Stream position -> the records from there on, epoch after epoch, each in its seeded order.
   stream: Callable[[int], tf.data.Dataset]
@@ -198,7 +198,7 @@ def _tfds_source(name, data_dir, split, process_index, process_count, seed, shuf
     return first.concatenate(rest)
 
   return Source(name=f"{name}:{split} (host {process_index} of {process_count})",
-                size=int(sizes.sum()), labelled="label" in builder.info.features,
+                size=int(sizes.sum()), labeled="label" in builder.info.features,
                 ordered=lambda: host, stream=stream)
 
 
@@ -320,7 +320,7 @@ def _folder_source(path, split, process_index, process_count, seed, skip_corrupt
 
   return Source(
       name=f"{FOLDER_PREFIX}{path} split {split} (host {process_index} of {process_count})",
-      size=size, labelled=bool((labels >= 0).all()),
+      size=size, labeled=bool((labels >= 0).all()),
       ordered=lambda: tf.data.Dataset.range(size).map(read), stream=stream)
 
 
@@ -340,7 +340,7 @@ def stream_from(source, start):
 
 
 def require_labels(source):
-  if not source.labelled:
+  if not source.labeled:
     raise DatasetError(f"{source.name} has no labels (a flat image folder): it can be used for "
                        f"pretraining only. Put the images of each class in their own sub-folder.")
 
@@ -355,7 +355,7 @@ def dataset_info(dataset, data_dir, skip_corrupt=False):
     files, labels, classes, left_out = _list_folder(dataset[len(FOLDER_PREFIX):], skip_corrupt)
     if not classes:
       return DatasetInfo(len(files), 0, _FOLDER_SPLIT, None, None, left_out)
-    pretrain, train, test = _FOLDER_LABELLED_SPLITS
+    pretrain, train, test = _FOLDER_LABELED_SPLITS
     start, stop = _slice_bounds(pretrain, len(labels))
     return DatasetInfo(stop - start, len(classes), pretrain, train, test, left_out)
   builder = _tfds_builder(dataset, data_dir)
