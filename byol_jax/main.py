@@ -59,6 +59,9 @@ def _connect_processes():
   if any(given) and not all(given):
     raise app.UsageError("--coordinator_address, --num_processes and --process_id go together; "
                          "give all three (TPU VMs need none of them).")
+  if _PEER_TIMEOUT.value <= 0:
+    raise app.UsageError(f"--peer_timeout_seconds={_PEER_TIMEOUT.value:g}: give a positive "
+                         "number of seconds.")
   if all(given):
     jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
@@ -66,9 +69,6 @@ def _connect_processes():
     jax.distributed.initialize()
   if jax.process_count() == 1:
     return None
-  if _PEER_TIMEOUT.value <= 0:
-    raise app.UsageError(f"--peer_timeout_seconds={_PEER_TIMEOUT.value:g}: give a positive "
-                         "number of seconds.")
   return peers.Watch(jax.process_index(), jax.process_count(), _PEER_TIMEOUT.value,
                      on_lost=_exit_lost_peer)
 

@@ -322,6 +322,11 @@ def test_overrides_and_bad_values(tmp_path, shapes10_dir):
   assert result.returncode == 1
   assert "config.batch_size=30 is not divisible by the 4 devices" in result.stderr
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  result = _run(tmp_path / "peers", shapes10_dir, "--peer_timeout_seconds=0", check=False)
+  assert result.returncode == 1
+  assert "--peer_timeout_seconds=0: give a positive number of seconds." in result.stderr
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert not (tmp_path / "peers").exists()
 
 
 def _copy(workdir, tmp_path):
