@@ -14,8 +14,8 @@ def _requirements():
 setuptools.setup(
     name="byol_jax",
     version="0.1.0",
-    description="BYOL with swappable normalization (BN, LN, GN, none) and weight "
-    "standardization, in JAX/Haiku.",
+    description=("BYOL with swappable normalization (BN, LN, GN, none) and weight "
+                 "standardization, in JAX/Haiku."),
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["byol_jax", "byol_jax.*"]),

@@ -131,7 +131,7 @@ def main(argv):
   except jax.errors.JaxRuntimeError as error:
     if jax.process_count() == 1 or not any(s in str(error) for s in _PEER_LOST):
       raise
-    _exit_lost_peer(str(error).strip().splitlines()[0][:300])
+    _exit_lost_peer(peers.first_line(error))
   cli.report(results, workdir)
 
 

@@ -18,6 +18,11 @@ _PREFIX = "byol_jax/peers/"
 _FINISHED = "finished"
 
 
+def first_line(error):
+  """An error's first line, at most 300 characters: what a lost-peer report quotes."""
+  return str(error).strip().splitlines()[0][:300]
+
+
 def _key(process_id):
   return f"{_PREFIX}{process_id}"
 
@@ -59,7 +64,7 @@ class Watch:
         values = dict(self._client.key_value_dir_get(_PREFIX))
       except Exception as error:  # pylint: disable=broad-except  # The store lives in process 0.
         self._on_lost(f"process 0, which holds the run's coordination service, is unreachable: "
-                      f"{str(error).strip().splitlines()[0][:200]}")
+                      f"{first_line(error)}")
         return
       now = time.monotonic()
       for peer in self._others:

@@ -228,11 +228,10 @@ def test_two_processes_save_once_and_both_restore(tmp_path):
   script.write_text(_WORKER)
   directory = tmp_path / "checkpoints"
   env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
+  command = lambda pid: [sys.executable, str(script), str(port), str(pid), str(directory)]
   workers = [
-      subprocess.Popen(
-          [sys.executable, str(script),
-           str(port), str(pid), str(directory)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-          text=True, env=env) for pid in (0, 1)
+      subprocess.Popen(command(pid), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       env=env) for pid in (0, 1)
   ]
   outputs = [w.communicate(timeout=120)[0] for w in workers]
   results = [[l for l in out.splitlines() if l.startswith("RESULT")] for out in outputs]
