@@ -27,7 +27,9 @@ def test_paper_hyper_parameters():
   gn = load("byol_gn_ws")
   assert (gn.norm, gn.gn_groups, gn.weight_standardization) == ("gn", 16, True)
   assert (gn.base_lr, gn.weight_decay, gn.tau_base) == (0.24, 3e-8, 0.999)
-  assert load("byol_gn_ws", "tiny").tau_base == 0.999  # GN+WS collapsed with tiny's 0.99.
+  assert not gn.zero_init_last_norm  # The paper's init: scale 1 in every norm.
+  tiny_gn = load("byol_gn_ws", "tiny")  # GN+WS collapsed with tiny's 0.99 or scale 1.
+  assert tiny_gn.tau_base == 0.999 and tiny_gn.zero_init_last_norm
   bn = load("byol")
   assert (bn.base_lr, bn.weight_decay, bn.tau_base, bn.warmup_epochs) == (0.2, 1.5e-6, 0.996, 10)
   stats = load("byol_bn_stats")
