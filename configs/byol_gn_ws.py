@@ -2,7 +2,7 @@
 
 The paper's GN+WS hyper-parameters: base lr 0.24, weight decay 3e-8, tau_base 0.999. The tiny
 preset keeps tau_base 0.999 and starts every residual block's last norm at 0: with the common tiny
-0.99, or with scale 1 there (the paper's init), its projections collapsed on shapes10 within 100
+0.99, or with scale 1 there (the paper's init), its projections collapsed on shapes10 within 200
 steps (experiments/results/reproduction.md).
 """
 from byol_jax import config as config_lib
