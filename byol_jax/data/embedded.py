@@ -20,6 +20,8 @@ writes the records, in seconds.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from byol_jax.data import augment
+
 NAME = "shapes10"
 IMAGE_SIZE = 32
 CLASS_NAMES = ("disc", "ring", "triangle", "square", "plus", "star", "crescent", "half_disc",
@@ -63,9 +65,9 @@ _INSIDE = (
 
 
 def _hsv_to_rgb(hue, saturation, value):
-  """HSV to RGB (numpy), hue in turns, broadcasting: as augment.hsv_to_rgb."""
-  k = np.mod(np.asarray([5.0, 3.0, 1.0], np.float32) + hue * 6.0, 6.0)
-  return value - value * saturation * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+  """RGB [N, 1, 1, 3] of per-image hues [N, 1, 1, 1] at one saturation and value."""
+  hsv = np.concatenate([hue, np.full_like(hue, saturation), np.full_like(hue, value)], axis=-1)
+  return np.asarray(augment.hsv_to_rgb(hsv))
 
 
 def _draw(labels, rng):
