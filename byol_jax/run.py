@@ -91,7 +91,7 @@ class Trainer:
     """The latest checkpoint's state, or the untrained one."""
     latest = self.checkpointer.latest_step()
     if latest is None:
-      return self._untrained_state()
+      return self.untrained_state()
     fresh = self._fresh_state()
     tree, metadata = self.checkpointer.restore(checkpoint_tree(fresh))
     self._warn_config_changes(metadata.get("config", "{}"))
@@ -99,7 +99,7 @@ class Trainer:
     logging.info("Resumed from %s at step %d.", self.checkpointer.directory, latest)
     return train.TrainState(**{**fresh._asdict(), **tree})
 
-  def _untrained_state(self):
+  def untrained_state(self):
     """The state of step 0: a fresh one, with the modified init if asked."""
     fresh = self._fresh_state()
     if self.config.init != "bn_stats":
@@ -242,7 +242,7 @@ class Trainer:
     scales and offsets set from batch statistics.
     """
     host_state = train.unreplicate(self.state)
-    fresh = self._untrained_state()
+    fresh = self.untrained_state()
     return protocol.evaluate_encoder(
         self.config, embed_fn=model.make_embed_fn(self.config, host_state.online_params,
                                                   host_state.online_state),

@@ -586,3 +586,16 @@ def test_bfloat16_resnet_close_to_float32(norm, ws):
   # Measured 0.3% (none) to 1.1% (bn, gn+ws): bf16 rounds every layer's
   # inputs and weights by up to 2^-9, and 20 layers accumulate it.
   assert error < 0.03
+
+
+def test_identity_blocks_at_32px_see_only_the_top_left_corner():
+  # Why bn_stats' step-0 encoder is at chance on shapes10 (reproduction.md): with each block's
+  # last scale at 0 the blocks are the identity, and the stride-2 shortcuts keep position (0, 0).
+  f = _resnet(depth=18, width=0.25, norm="affine", zero_init_last_norm=True)
+  x = jax.random.normal(_RNG, (2, 32, 32, 3))
+  params, state = f.init(_RNG, x, True)
+  embed = lambda images: f.apply(params, state, None, images, False)[0]
+  outside = x.at[:, 9:].set(5.).at[:, :, 9:].set(5.)
+  np.testing.assert_array_equal(embed(x), embed(outside))
+  inside = x.at[:, 4, 4].set(5.)
+  assert np.abs(embed(inside) - embed(x)).max() > 1e-3
