@@ -46,7 +46,8 @@ def embedding_changes(spec, rng):
 def main(specs):
   rng = np.random.default_rng(0)
   header = ("| config | last norms at 0 | " +
-            " | ".join(f"change, outside top-left {k}x{k}" for k in SQUARES) + " | max abs(embedding) |")
+            " | ".join(f"change, outside top-left {k}x{k}" for k in SQUARES) +
+            " | max abs(embedding) |")
   rows = [header, "|" + " --- |" * (len(SQUARES) + 3)]
   for spec in specs:
     changes, scale, config = embedding_changes(spec, rng)

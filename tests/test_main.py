@@ -295,12 +295,13 @@ def test_two_processes_stop_together_survive_a_lost_peer_and_equal_one_process(
   assert reference.train()
   reference.export()
   # 2 x 2 and 1 x 4 devices sum in different orders, and training amplifies the float32
-  # difference: equal to 1e-5 over the first steps, then growing (5.7e-4 by step 7 and 3.0e-3 by
-  # step 10 of this network). Wrong sharding or statistics differ from step 1 on.
+  # difference: equal to 1e-5 over the first steps, then growing (5.7e-4 by step 7, 1.03e-3 by
+  # step 8 in one CI run, 3.0e-3 by step 10 of this network). Wrong sharding or statistics differ
+  # from step 1 on.
   losses = [m["loss"] for m in metrics]
   reference_losses = [m["loss"] for m in _metrics(tmp_path / "reference")]
   np.testing.assert_allclose(losses[:3], reference_losses[:3], rtol=1e-5)
-  np.testing.assert_allclose(losses, reference_losses, rtol=1e-3)
+  np.testing.assert_allclose(losses, reference_losses, rtol=3e-3)
   with np.load(workdir / "encoder" / "encoder.npz") as hosts, \
        np.load(tmp_path / "reference" / "encoder" / "encoder.npz") as one:
     assert set(hosts) == set(one)
