@@ -84,14 +84,25 @@ def classification_loss(logits, labels):
 def collapse_metrics(z1, z2):
   """Monitors of representational collapse on the projections of the two views.
 
-  Returns the mean cosine similarity of positive pairs (z1_i, z2_i) and of negative pairs
-  (z1_i, z2_j), i != j, and the per-dimension std of the l2-normalised projections, averaged over
-  dimensions and scaled by sqrt(dim): about 1 for spread-out outputs, 0 when collapsed.
+  Returns the mean cosine similarity of positive pairs (z1_i, z2_i), of negative pairs across
+  views (z1_i, z2_j), of negative pairs within a view (z1_i, z1_j and z2_i, z2_j), i != j, and the
+  per-dimension std of the l2-normalised projections, averaged over dimensions and scaled by
+  sqrt(dim): about 1 for spread-out outputs, 0 when collapsed. The within-view cosine sees what
+  the other two cannot: with asymmetric views a network can map each view to its own constant,
+  which leaves positive = negative cosine < 1 and the std of both views together high.
   """
   z1, z2 = _l2_normalize(z1), _l2_normalize(z2)
   n, dim = z1.shape
+  pairs = max(n * (n - 1), 1)
+
+  def off_diagonal_mean(cos):
+    return (jnp.sum(cos) - jnp.trace(cos)) / pairs
+
   cos = z1 @ z2.T
   positive = jnp.mean(jnp.diagonal(cos))
-  negative = (jnp.sum(cos) - jnp.trace(cos)) / max(n * (n - 1), 1)
+  within = (off_diagonal_mean(z1 @ z1.T) + off_diagonal_mean(z2 @ z2.T)) / 2
   std = jnp.mean(jnp.std(jnp.concatenate([z1, z2]), axis=0)) * jnp.sqrt(dim)
-  return {"positive_cosine": positive, "negative_cosine": negative, "projection_std": std}
+  return {
+      "positive_cosine": positive, "negative_cosine": off_diagonal_mean(cos),
+      "within_view_cosine": within, "projection_std": std
+  }

@@ -129,6 +129,7 @@ class Progress:
             f"loss {scalars['loss']:.4f} lr {scalars['lr']:.4g} "
             f"tau {scalars['tau']:.5f} {probe}"
             f"pos_cos {scalars['positive_cosine']:.3f} neg_cos {scalars['negative_cosine']:.3f} "
+            f"view_cos {scalars['within_view_cosine']:.3f} "
             f"{skipped}".rstrip() + rate)
     return images_per_sec, line
 

@@ -125,7 +125,7 @@ def _mean_std(values, scale=1.0):
 
 
 # Training metrics a record keeps, each averaged over the run's last logged batches.
-_FINAL_METRICS = ("positive_cosine", "negative_cosine", "projection_std")
+_FINAL_METRICS = ("positive_cosine", "negative_cosine", "within_view_cosine", "projection_std")
 
 
 def _final(metrics, key, last=5):
@@ -144,7 +144,8 @@ def report(variants, seeds, root, scale, table, command):
   if not runs:
     sys.exit(f"[reproduce] no finished runs under {root}.")
   header = ("| variant | batch stats | paper top-1 | linear top-1 (%) | kNN top-1 (%) | "
-            "random-init linear (%) | pos cos | neg cos | proj std | seeds | steps | wall / run |")
+            "random-init linear (%) | pos cos | neg cos | within-view cos | proj std | seeds | "
+            "steps | wall / run |")
   lines = [header, "|" + " --- |" * (header.count("|") - 1)]
   for variant, results, _ in runs.values():
     evals = [e for e, _, _ in results]
@@ -158,6 +159,7 @@ def report(variants, seeds, root, scale, table, command):
             "random_init_top1" in e for e in evals) else "–",
         f"{np.mean([_final(m, 'positive_cosine') for m in metrics]):.3f}",
         f"{np.mean([_final(m, 'negative_cosine') for m in metrics]):.3f}",
+        f"{np.mean([_final(m, 'within_view_cosine') for m in metrics]):.3f}",
         f"{np.mean([_final(m, 'projection_std') for m in metrics]):.3f}",
         str(len(results)),
         str(metrics[0][-1]["step"]), f"{np.mean(walls) / 60:.1f} min"

@@ -90,6 +90,20 @@ def test_collapse_metrics_tell_collapse_from_spread():
   assert 0.8 < float(m["projection_std"]) < 1.2
 
 
+def test_within_view_cosine_sees_a_constant_per_view():
+  """Each view mapped to its own constant: positive = negative cosine < 1, and only the
+  within-view cosine says that the projections hold nothing of the image."""
+  rng = np.random.default_rng(5)
+  noise = lambda: 1e-3 * jnp.asarray(rng.normal(size=(32, 8)))
+  c1, c2 = jnp.eye(8)[0], jnp.eye(8)[1]
+  m = losses.collapse_metrics(c1 + noise(), c2 + noise())
+  assert abs(float(m["positive_cosine"]) - float(m["negative_cosine"])) < 1e-3
+  assert float(m["positive_cosine"]) < 0.1 and float(m["projection_std"]) > 0.3
+  assert float(m["within_view_cosine"]) > 0.999
+  z = jnp.asarray(rng.normal(size=(256, 8)))
+  assert abs(float(losses.collapse_metrics(z, z)["within_view_cosine"])) < 0.1
+
+
 def test_losses_refuse_mismatched_shapes():
   """A [batch, dim] against a [batch, 1, dim] would broadcast into a wrong loss, silently."""
   x = jnp.ones((4, 8))

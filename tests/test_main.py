@@ -120,8 +120,8 @@ def test_a_run_logs_each_step_once_on_stdout_and_writes_its_config_and_profile(s
   records = _metrics(workdir)
   for record in records:
     assert {
-        "step", "loss", "lr", "tau", "positive_cosine", "negative_cosine", "projection_std",
-        "probe_accuracy", "epoch"
+        "step", "loss", "lr", "tau", "positive_cosine", "negative_cosine", "within_view_cosine",
+        "projection_std", "probe_accuracy", "epoch"
     } <= set(record)
   assert "images_per_sec" not in records[0] and all("images_per_sec" in r for r in records[1:])
 

@@ -53,9 +53,12 @@ def test_progress_leaves_out_the_untimed_first_step(monkeypatch):
   monkeypatch.setattr(metric_writer.time, "time", lambda: next(clock))
   progress = metric_writer.Progress(total_steps=11, steps_per_epoch=10, global_batch_size=8,
                                     start_step=1)
-  scalars = {"loss": 1.0, "lr": 0.1, "tau": 0.99, "positive_cosine": 0.5, "negative_cosine": 0.25}
+  scalars = {
+      "loss": 1.0, "lr": 0.1, "tau": 0.99, "positive_cosine": 0.5, "negative_cosine": 0.25,
+      "within_view_cosine": 0.125
+  }
   rate, line = progress.report(1, scalars)  # The clock started after step 1: nothing timed.
-  assert rate is None and "img/s" not in line and line.endswith("neg_cos 0.250")
+  assert rate is None and "img/s" not in line and line.endswith("view_cos 0.125")
   rate, line = progress.report(3, scalars)  # 2 steps of 8 images in 2 s.
   assert rate == 8.0 and line.endswith("8.0 img/s ETA 0h00m08s")
 

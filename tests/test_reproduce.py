@@ -16,7 +16,7 @@ def _fake_run(workdir, top1, knn, wall_s=60.0):
   workdir.mkdir(parents=True)
   metrics = [{
       "step": s, "loss": 1.0, "probe_accuracy": 0.1, "positive_cosine": 0.9, "negative_cosine": 0.2,
-      "projection_std": 0.5
+      "within_view_cosine": 0.3, "projection_std": 0.5
   } for s in (10, 20)]
   (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in metrics))
   (workdir / "eval.json").write_text(
