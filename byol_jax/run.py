@@ -87,7 +87,7 @@ class Trainer:
                             image_shape=(c.image_size, c.image_size, 3),
                             num_classes=self.info.num_classes, steps_per_epoch=self.steps_per_epoch)
 
-  def _initial_state(self):
+  def latest_state(self):
     """The latest checkpoint's state, or the untrained one."""
     latest = self.checkpointer.latest_step()
     if latest is None:
@@ -179,7 +179,7 @@ class Trainer:
   def train(self):
     """Runs to total_steps. Returns False if stopped early (state saved), True when done."""
     c = self.config
-    host_state = self._initial_state()
+    host_state = self.latest_state()
     self.step = int(host_state.step)
     self.state = train.replicate(host_state)
     if self.step >= self.total_steps:
