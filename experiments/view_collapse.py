@@ -9,9 +9,10 @@ BYOL's two views are drawn differently (blur with probability 1.0 against 0.1, s
 against 0.2), so a network can predict one view's projection from the other's by encoding which
 kind of view it saw and nothing of the image: positive and negative cosine are then equal and
 below 1, and only the cosine of two images under the same kind of view, near 1, shows it. For
-each run this takes that network, draws both views of the first pretraining batch
-and reports losses.collapse_metrics of the online embedding and projection: the mean cosine of
-positive pairs, of negative pairs across the two views and within a view, and the spread. Writes experiments/results/view_collapse.md.
+each run this takes that network, draws both views of the first pretraining batch and reports
+losses.collapse_metrics of the online embedding and projection: the mean cosine of positive
+pairs, of negative pairs across the two views and within a view, and the spread. Writes
+experiments/results/view_collapse.md.
 """
 import json
 import pathlib
