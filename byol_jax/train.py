@@ -148,6 +148,16 @@ def _mean_over_replicas(tree):
   return jax.lax.pmean(tree, axis_name=model.AXIS)
 
 
+def apply_to_views(network, params, net_state, views):
+  """([outputs of each view], net_state): each view is its own batch in training mode, as in the
+  official code, so BN's statistics are per view."""
+  outputs = []
+  for view in views:
+    out, net_state = network.apply(params, net_state, None, view, is_training=True)
+    outputs.append(out)
+  return outputs, net_state
+
+
 def make_loss_fn(config, network, probe):
   """loss_fn(online_params, probe_params, online_state, views, targets, labels) -> (loss, aux).
 
@@ -158,10 +168,7 @@ def make_loss_fn(config, network, probe):
   is_byol = config.method == "byol"
 
   def loss_fn(online_params, probe_params, online_state, views, targets, labels):
-    outputs = []
-    for view in views:
-      out, online_state = network.apply(online_params, online_state, None, view, is_training=True)
-      outputs.append(out)
+    outputs, online_state = apply_to_views(network, online_params, online_state, views)
     if is_byol:
       loss = losses.byol_loss(outputs[0]["prediction"], outputs[1]["prediction"],
                               targets[0]["projection"], targets[1]["projection"])
@@ -194,12 +201,9 @@ def make_update(config, *, num_classes, steps_per_epoch):
     views = augment_views(config, batch, state.step)
     targets, target_state = None, None
     if is_byol:
-      target_state = state.target_state
-      targets = []
-      for view in views:
-        out, target_state = network.apply(state.target_params, target_state, None, view,
-                                          is_training=True)
-        targets.append(jax.lax.stop_gradient(out))
+      targets, target_state = apply_to_views(network, state.target_params, state.target_state,
+                                             views)
+      targets = jax.lax.stop_gradient(targets)
     grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
     (grads, probe_grads), aux = grad_fn(state.online_params, state.probe_params, state.online_state,
                                         views, targets, batch["label"])

@@ -54,11 +54,9 @@ def view_cosines(run_spec):
   network = model.make_network(config)
 
   def forward(params, net_state, batch):
-    """Both views through the online network in training mode, as the train step sees them."""
-    return [
-        network.apply(params, net_state, None, view, is_training=True)[0]
-        for view in train.augment_views(config, batch, 0)
-    ]
+    """Both views through the online network, as the train step sees them."""
+    views = train.augment_views(config, batch, 0)
+    return train.apply_to_views(network, params, net_state, views)[0]
 
   params, net_state = train.replicate((state.online_params, state.online_state))
   outputs = jax.pmap(forward, axis_name=model.AXIS)(params, net_state, batch)
