@@ -113,13 +113,29 @@ def init_state(config, rng, *, image_shape, num_classes, steps_per_epoch) -> Tra
   program of its own, and in one program XLA drops the init's forward pass, whose only outputs
   (BN's moving averages) are reset.
   """
+  init = _state_init(config, image_shape=image_shape, num_classes=num_classes,
+                     steps_per_epoch=steps_per_epoch)
+  return compile_options.jit_once(init)(rng)
+
+
+def state_shapes(config, *, image_shape, num_classes, steps_per_epoch) -> TrainState:
+  """init_state's shapes and dtypes (jax.ShapeDtypeStruct leaves), with nothing computed.
+
+  Traced from the unjitted init: under a trace jax refuses a nested jit's compile options.
+  """
+  init = _state_init(config, image_shape=image_shape, num_classes=num_classes,
+                     steps_per_epoch=steps_per_epoch)
+  return jax.eval_shape(init, jax.random.PRNGKey(0))
+
+
+def _state_init(config, *, image_shape, num_classes, steps_per_epoch):
+  """init(rng) -> a fresh TrainState, unjitted."""
   network = model.make_network(config)
   probe = model.make_probe(num_classes)
   optimizer, probe_optimizer = make_optimizers(config, make_schedules(config, steps_per_epoch))
   is_byol = config.method == "byol"
   dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
 
-  @compile_options.jit_once
   def init(rng):
     net_rng, probe_rng = jax.random.split(rng)
     params, state = _network_init(network)(net_rng, dummy)
@@ -132,7 +148,7 @@ def init_state(config, rng, *, image_shape, num_classes, steps_per_epoch) -> Tra
                       target_state=state if is_byol else None, opt_state=optimizer.init(params),
                       probe_params=probe_params, probe_opt_state=probe_opt_state)
 
-  return init(rng)
+  return init
 
 
 def augment_views(config, batch, step):

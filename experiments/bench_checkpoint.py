@@ -32,8 +32,8 @@ def host_state(config_name):
   from byol_jax import run  # pylint: disable=g-import-not-at-top
   from byol_jax import train  # pylint: disable=g-import-not-at-top
   config = tpu_compile.load_config(config_name, {})
-  shapes = jax.eval_shape(lambda: train.init_state(config, jax.random.PRNGKey(0), image_shape=(
-      config.image_size,) * 2 + (3,), num_classes=1000, steps_per_epoch=312))
+  shapes = train.state_shapes(config, image_shape=(config.image_size,) * 2 + (3,), num_classes=1000,
+                              steps_per_epoch=312)
   rng = np.random.default_rng(0)
   return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype),
                       run.checkpoint_tree(shapes))

@@ -29,6 +29,17 @@ def _state(config):
                           steps_per_epoch=10)
 
 
+def test_state_shapes_are_the_fresh_states_without_computing_it():
+  config = train_helpers.small_config()
+  shapes = train.state_shapes(config, image_shape=(config.image_size,) * 2 + (3,),
+                              num_classes=NUM_CLASSES, steps_per_epoch=10)
+  state = _state(config)
+  assert jax.tree.structure(shapes) == jax.tree.structure(state)
+  for shape, leaf in zip(jax.tree.leaves(shapes), jax.tree.leaves(state)):
+    assert isinstance(shape, jax.ShapeDtypeStruct)
+    assert (shape.shape, shape.dtype) == (leaf.shape, leaf.dtype)
+
+
 def _run(config, num_devices, steps=1):
   update = train.map_over_devices(
       train.make_update(config, num_classes=NUM_CLASSES, steps_per_epoch=10),
