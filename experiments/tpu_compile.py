@@ -275,8 +275,12 @@ def write(records, output):
           f"({os.cpu_count()} cores), jax {jax.__version__}, libtpu "
           f"{getattr(libtpu, '__version__', '?')}. Memory and FLOPs are XLA's own analysis of "
           "the compiled per-device program; images/s per chip is the chip's bf16 peak divided "
-          "by the FLOPs per image (both views, online and target networks, backward pass).\n\n" +
-          table(records) + "\n")
+          "by the FLOPs per image (both views, online and target networks, backward pass). "
+          "State donated: every input but the batch reuses its buffer for the new state; what "
+          "is left, 'unread', is state the step never reads (BN's moving averages, which Haiku "
+          "recomputes from their hidden sums), so jax drops it from the program and its new "
+          "value gets a fresh buffer. Rows marked '(padded)' predate that check and compared "
+          "XLA's padded aliased bytes with the state's size.\n\n" + table(records) + "\n")
   output.with_suffix(".md").write_text(text)
   output.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
   return text
