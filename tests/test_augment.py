@@ -11,7 +11,8 @@ import pytest
 
 from byol_jax.data import augment
 
-OFF = {k: 0.0 for k in augment.VIEW1}  # Every probability and strength zero.
+# Every probability and strength zero.
+OFF = {k: v if isinstance(v, str) else 0.0 for k, v in augment.VIEW1.items()}
 
 
 def _images(n, size=8, seed=0):
@@ -165,6 +166,17 @@ def test_blur_is_the_official_zero_padded_depthwise_convolution(size, sigma):
   kernel = augment.blur_kernel_size(size)
   np.testing.assert_allclose(augment.gaussian_blur(image, sigma, kernel),
                              _depthwise_gaussian_blur(image, sigma, kernel), atol=1e-6)
+
+
+def test_reflect_padding_blurs_without_a_rim():
+  x = jnp.full((9, 9, 3), 0.3)
+  np.testing.assert_allclose(augment.gaussian_blur(x, 2.0, 5, "reflect"), x, atol=1e-6)
+  image = jnp.asarray(_images(1, size=8)[0] / 255, jnp.float32)
+  mirrored = jnp.pad(image, [(2, 2), (2, 2), (0, 0)], mode="reflect")
+  np.testing.assert_allclose(augment.gaussian_blur(image, 1.5, 5, "reflect"),
+                             _depthwise_gaussian_blur(mirrored, 1.5, 5)[2:-2, 2:-2], atol=1e-6)
+  with pytest.raises(ValueError, match="blur_padding='edge'"):
+    augment.augment_view(_images(1), _keys(1), {**augment.VIEW1, "blur_padding": "edge"})
 
 
 def test_blur_darkens_the_rim_of_a_constant_image_and_smooths_noise():

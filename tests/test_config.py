@@ -38,14 +38,15 @@ def test_paper_hyper_parameters():
 
 
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
-def test_tiny_preset_shifts_hue_further_and_the_paper_configs_do_not(name):
+def test_tiny_preset_shifts_hue_further_and_mirrors_the_blur_and_the_paper_configs_do_not(name):
   for view in ("view1", "view2"):
     tiny, paper = load(name, "tiny")[view], load(name)[view]
     assert tiny.hue == 0.5 and paper.hue == 0.1
-    # Only the hue's range changes: the other strengths, probabilities, blur and solarization stay
-    # the paper's.
-    without_hue = [{k: v for k, v in view.items() if k != "hue"} for view in (tiny, paper)]
-    assert without_hue[0] == without_hue[1]
+    assert tiny.blur_padding == "reflect" and paper.blur_padding == "zeros"  # The official one.
+    # The other strengths, probabilities, blur and solarization stay the paper's.
+    changed = ("hue", "blur_padding")
+    rest = [{k: v for k, v in view.items() if k not in changed} for view in (tiny, paper)]
+    assert rest[0] == rest[1]
 
 
 def test_heads_follow_the_encoder_norm_unless_set():
@@ -93,6 +94,13 @@ def test_bad_view_probability():
   config = load("byol")
   config.view2.solarize_prob = 2.0
   with pytest.raises(ValueError, match=r"config.view2.solarize_prob=2.0 must be a probability"):
+    config_lib.validate(config)
+
+
+def test_bad_blur_padding_names_the_choices():
+  config = load("byol")
+  config.view1.blur_padding = "edge"
+  with pytest.raises(ValueError, match=r"config.view1.blur_padding='edge' must be one of "):
     config_lib.validate(config)
 
 

@@ -16,6 +16,8 @@ keys) of Python floats:
   grayscale_prob: probability of converting to grayscale (after colour jitter).
   blur_prob, blur_sigma_min, blur_sigma_max: probability and sigma range (pixels) of the Gaussian
     blur; its kernel is about 10% of the image side (`blur_kernel_size`).
+  blur_padding: what the blur sees past the border: "zeros" (the official code's, which darkens
+    the rim) or "reflect" (the image mirrored, no rim).
   solarize_prob: probability of solarization.
 
 A probability or strength of exactly 0 removes that operation from the computation.
@@ -33,6 +35,7 @@ VIEW1 = {
     "blur_prob": 1.0,
     "blur_sigma_min": 0.1,
     "blur_sigma_max": 2.0,
+    "blur_padding": "zeros",
     "solarize_prob": 0.0,
 }
 VIEW2 = {**VIEW1, "blur_prob": 0.1, "solarize_prob": 0.2}
@@ -118,11 +121,15 @@ def blur_kernel_size(image_size):
   return 2 * max(1, image_size // 20) + 1
 
 
-def gaussian_blur(image, sigma, kernel_size):
-  """Separable Gaussian blur of one [H, W, C] image with zero padding, as the official code.
+BLUR_PADDINGS = ("zeros", "reflect")
+
+
+def gaussian_blur(image, sigma, kernel_size, padding="zeros"):
+  """Separable Gaussian blur of one [H, W, C] image, zero-padded by default as the official code.
 
   Zeros outside the image darken a rim of `kernel_size // 2` pixels, as the official depthwise
-  SAME convolution does.
+  SAME convolution does. At 32 px that rim marks a blurred view so plainly that a network can
+  tell the two views apart by it (experiments/results/reproduction.md); "reflect" has no rim.
   """
   radius = kernel_size // 2
   offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
@@ -130,9 +137,9 @@ def gaussian_blur(image, sigma, kernel_size):
   weights /= jnp.sum(weights)
 
   def blur_axis(x, axis):
-    padding = [(0, 0)] * x.ndim
-    padding[axis] = (radius, radius)
-    padded = jnp.pad(x, padding)
+    pad_width = [(0, 0)] * x.ndim
+    pad_width[axis] = (radius, radius)
+    padded = jnp.pad(x, pad_width, mode="constant" if padding == "zeros" else "reflect")
     size = x.shape[axis]
     return sum(weights[t] * jax.lax.slice_in_dim(padded, t, t + size, axis=axis)
                for t in range(kernel_size))
@@ -148,12 +155,14 @@ _PARAM_KEYS = frozenset(VIEW1)
 
 
 def _view_params(params):
-  """Checks the keys (a typo would silently disable an augmentation) and reads Python floats."""
+  """Checks the keys (a typo would silently disable an augmentation); reads Python floats."""
   keys = set(params.keys())
   if keys != _PARAM_KEYS:
     raise ValueError(f"View parameters must have exactly the keys {sorted(_PARAM_KEYS)}; missing "
                      f"{sorted(_PARAM_KEYS - keys)}, unexpected {sorted(keys - _PARAM_KEYS)}.")
-  return {k: float(params[k]) for k in _PARAM_KEYS}
+  if params["blur_padding"] not in BLUR_PADDINGS:
+    raise ValueError(f"blur_padding={params['blur_padding']!r} must be one of {BLUR_PADDINGS}.")
+  return {k: params[k] if k == "blur_padding" else float(params[k]) for k in _PARAM_KEYS}
 
 
 def _color_jitter(image, key, p):
@@ -197,7 +206,7 @@ def _augment_one(image, key, p):
 
   def blur(x):
     sigma = jax.random.uniform(blur_key, (), minval=p["blur_sigma_min"], maxval=p["blur_sigma_max"])
-    return gaussian_blur(x, sigma, blur_kernel_size(min(x.shape[0], x.shape[1])))
+    return gaussian_blur(x, sigma, blur_kernel_size(min(x.shape[0], x.shape[1])), p["blur_padding"])
 
   image = maybe(blur_apply, p["blur_prob"], blur, image)
   image = maybe(solarize_apply, p["solarize_prob"], solarize, image)
