@@ -17,6 +17,7 @@ Prints a Markdown table and writes it, with its JSON, to experiments/results/tpu
 import argparse
 import collections
 import json
+import math
 import os
 import pathlib
 import re
@@ -182,9 +183,9 @@ def parameter_bytes(hlo_text):
   aliased = {int(p) for p in re.findall(r"\{[\d, ]*\}: \((\d+), \{[\d, ]*\}, [a-z-]+\)", header)}
   entry = re.search(r"entry_computation_layout=\{\((.*?)\)->", header).group(1)
   sizes = [
-      _DTYPE_BYTES[dtype] * int(np.prod([int(d)
-                                         for d in dims.split(",")
-                                         if d]))
+      _DTYPE_BYTES[dtype] * math.prod(int(d)
+                                      for d in dims.split(",")
+                                      if d)
       for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", entry)
   ]
   return (sum(n for i, n in enumerate(sizes) if i in aliased),

@@ -121,7 +121,9 @@ def blur_kernel_size(image_size):
   return 2 * max(1, image_size // 20) + 1
 
 
-BLUR_PADDINGS = ("zeros", "reflect")
+# blur_padding -> jnp.pad's mode.
+_PAD_MODES = {"zeros": "constant", "reflect": "reflect"}
+BLUR_PADDINGS = tuple(_PAD_MODES)
 
 
 def gaussian_blur(image, sigma, kernel_size, padding="zeros"):
@@ -139,7 +141,7 @@ def gaussian_blur(image, sigma, kernel_size, padding="zeros"):
   def blur_axis(x, axis):
     pad_width = [(0, 0)] * x.ndim
     pad_width[axis] = (radius, radius)
-    padded = jnp.pad(x, pad_width, mode="constant" if padding == "zeros" else "reflect")
+    padded = jnp.pad(x, pad_width, mode=_PAD_MODES[padding])
     size = x.shape[axis]
     return sum(weights[t] * jax.lax.slice_in_dim(padded, t, t + size, axis=axis)
                for t in range(kernel_size))
