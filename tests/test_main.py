@@ -110,7 +110,11 @@ def test_a_run_logs_each_step_once_on_stdout_and_writes_its_config_and_profile(s
   # One line per logged step, on stdout only; the libraries' INFO lines (orbax's saves) are out.
   progress = [line for line in result.stdout.splitlines() if line.startswith("step ")]
   assert [line.split()[1] for line in progress] == [f"{s}/{STEPS}" for s in range(1, STEPS + 1)]
-  assert "step 1/" not in result.stderr and "checkpoint_manager.py" not in result.stderr
+  assert "step 1/" not in result.stderr
+  # orbax's INFO lines are out; its warnings stay (on a loaded machine: "Waiting for previous save
+  # to complete took 1.02 seconds").
+  orbax_info = [l for l in result.stderr.splitlines() if l.startswith("I") and "checkpoint_" in l]
+  assert not orbax_info, orbax_info
   assert "img/s" not in progress[0] and "img/s" in progress[1]  # The first step compiles.
   assert "Compiling the train step" in result.stderr
   assert "Parameters: encoder " in result.stderr
