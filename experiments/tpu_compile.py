@@ -9,7 +9,7 @@ aliases), and the images/s per chip that 100% and 40% of the chip's bf16 peak wo
 
     python experiments/tpu_compile.py --rows=bn_v3_512                  # one row of ROWS
     python experiments/tpu_compile.py --rows=all                        # every row (hours here)
-    python experiments/tpu_compile.py --rows=bn_v4_8 --search_batch     # + the largest batch
+    python experiments/tpu_compile.py --rows=bn_v4_32 --search_batch    # + the largest batch
 
 Prints a Markdown table and writes it, with its JSON, to experiments/results/tpu_compile.{md,json}
 (--output); rows already there and not rerun are kept. Only one process may hold libtpu at a time.
@@ -192,21 +192,31 @@ def parameter_bytes(hlo_text):
           sum(n for i, n in enumerate(sizes) if i not in aliased))
 
 
-def largest_batch(config, slice_name, start, max_doublings=4):
-  """The largest per-device batch in start x 2^k that compiles within HBM (None if start fails)."""
-  fits = None
-  batch = start
-  for _ in range(max_doublings + 1):
+def largest_batch(first, measure_at, max_doublings=4):
+  """The largest per-device batch of first's x 2^k that fits in HBM, and whether the cap stopped it.
+
+  `first` is the row's own measurement, so only the doublings compile (each takes minutes);
+  `measure_at(batch)` compiles one. Too large shows as a peak above HBM or XLA's RESOURCE_EXHAUSTED.
+  (None, False) when the row's own batch does not fit.
+  """
+  if first["peak_gib"] > first["hbm_gib"]:
+    return None, False
+  batch = first["per_device_batch"]
+  for _ in range(max_doublings):
     try:
-      result = measure(config, slice_name, batch)
+      result = measure_at(2 * batch)
     except Exception as e:  # pylint: disable=broad-except; XLA raises its own error class.
       if "RESOURCE_EXHAUSTED" not in str(e):
         raise
-      return fits
+      print(f"[tpu_compile]   per-device batch {2 * batch}: RESOURCE_EXHAUSTED", flush=True)
+      return batch, False
+    print(
+        f"[tpu_compile]   per-device batch {2 * batch}: peak {result['peak_gib']:.2f} of "
+        f"{result['hbm_gib']} GiB, compiled in {result['compile_s']:.0f} s", flush=True)
     if result["peak_gib"] > result["hbm_gib"]:
-      return fits
-    fits, batch = batch, batch * 2
-  return fits
+      return batch, False
+    batch *= 2
+  return batch, True
 
 
 def table(records):
@@ -221,8 +231,17 @@ def table(records):
         f"{r['peak_gib']:.2f} of {r['hbm_gib']} | {r['argument_gib']:.2f} / {r['temp_gib']:.2f} "
         f"/ {r['alias_gib']:.2f} | {_donation(r)} | "
         f"{r['images_per_s_per_chip_at_100pct']:.0f} / {r['images_per_s_per_chip_at_40pct']:.0f} "
-        f"| {r.get('largest_per_device_batch') or '–'} |")
+        f"| {_largest(r)} |")
   return "\n".join(lines)
+
+
+def _largest(record):
+  if "largest_per_device_batch" not in record:
+    return "–"  # Not searched.
+  batch = record["largest_per_device_batch"]
+  if batch is None:
+    return "none fits"
+  return f"{'≥ ' if record['largest_batch_capped'] else ''}{batch}"
 
 
 def _donation(record):
@@ -236,8 +255,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--rows", default="bn_v3_512",
                       help=f"comma-separated rows of {sorted(ROWS)}, or 'all'")
-  parser.add_argument("--search_batch", action="store_true",
-                      help="also search the largest per-device batch (doubling; a compile each)")
+  parser.add_argument(
+      "--search_batch", action="store_true",
+      help="also search the largest per-device batch (up to 4 doublings, a compile each)")
   parser.add_argument("--output", default=str(RESULTS / "tpu_compile"),
                       help="path prefix of the .md and .json written")
   args = parser.parse_args()
@@ -257,7 +277,8 @@ def main():
         **measure(config, row.topology, row.per_device_batch)
     }
     if args.search_batch:
-      record["largest_per_device_batch"] = largest_batch(config, row.topology, row.per_device_batch)
+      record["largest_per_device_batch"], record["largest_batch_capped"] = largest_batch(
+          record, lambda batch: measure(config, row.topology, batch))
     print(table([record]).splitlines()[-1], flush=True)
     # Written after every row, so that a long list interrupted keeps the rows it finished.
     text = write([record], output)

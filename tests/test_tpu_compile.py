@@ -54,3 +54,46 @@ def test_parameter_bytes_counts_the_donated_inputs_an_output_reuses_and_the_rest
   assert tpu_compile.parameter_bytes(compiled.as_text()) == (8 * 4, 5)
   undonated = jax.jit(step).lower(state, np.zeros((5,), np.int8)).compile()
   assert tpu_compile.parameter_bytes(undonated.as_text()) == (0, 8 * 4 + 5)
+
+
+def _fake_measure(peak_gib_per_image, hbm_gib=16, exhausted_from=None):
+  """A stand-in for tpu_compile.measure: peak memory linear in the batch, no compile."""
+  compiled = []
+
+  def measure_at(batch):
+    compiled.append(batch)
+    if exhausted_from and batch >= exhausted_from:
+      raise RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm.")
+    return {
+        "per_device_batch": batch, "peak_gib": peak_gib_per_image * batch, "hbm_gib": hbm_gib,
+        "compile_s": 1.0
+    }
+
+  return measure_at, compiled
+
+
+@pytest.mark.parametrize(
+    "per_image, exhausted_from, expected, compiles",
+    [
+        (1.0, None, (16, False), [16, 32]),  # 16 GiB at 16 fits exactly; 32 GiB at 32 does not.
+        (1.5, None, (8, False), [16]),
+        (0.1, None, (128, True), [16, 32, 64, 128]),  # Capped after 4 doublings: a lower bound.
+        (0.1, 32, (16, False), [16, 32]),  # XLA refuses to allocate at 32.
+        (3.0, None, (None, False), []),  # The row's own batch does not fit: nothing more compiles.
+    ])
+def test_largest_batch_doubles_from_the_rows_measurement_until_hbm_is_exceeded(
+    per_image, exhausted_from, expected, compiles):
+  measure_at, compiled = _fake_measure(per_image, exhausted_from=exhausted_from)
+  first = {"per_device_batch": 8, "peak_gib": per_image * 8, "hbm_gib": 16}
+  assert tpu_compile.largest_batch(first, measure_at) == expected
+  assert compiled == compiles  # The row's own batch is not compiled again.
+
+
+def test_largest_batch_reraises_errors_other_than_out_of_memory():
+
+  def measure_at(batch):
+    raise RuntimeError(f"INVALID_ARGUMENT at batch {batch}")
+
+  first = {"per_device_batch": 8, "peak_gib": 1.0, "hbm_gib": 16}
+  with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"):
+    tpu_compile.largest_batch(first, measure_at)
