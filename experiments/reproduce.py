@@ -11,10 +11,11 @@ seed<S>); a run is done when its eval.json exists, and an unfinished one resumes
 checkpoint, so an interrupted reproduction continues where it stopped when the same command is run
 again. Flags after `--` go to every run. When the runs are done (or with --report_only) it writes
 experiments/results/table<N>_<scale>.md and PNG plots of the loss, the online probe's accuracy and
-the positive/negative cosine similarity over training, averaged over seeds.
+the positive/negative cosine similarity over training, averaged over seeds. After rerunning some
+variants (`--variants`), `--report_only --keep_previous` writes them into the existing table.
 
 `--scale=cpu` runs each config's `tiny` preset (ResNet-18 at width 1/4, 32 px, 30 epochs of the
-embedded shapes10 dataset; about 7 minutes a run on 2 Intel Xeon cores);
+embedded shapes10 dataset, 60 for GN + WS; 6-7 minutes a run on 2 cores, 21-22 for GN + WS);
 `--scale=full` runs the config files unchanged (ResNet-50, ImageNet, batch 4096, 1000 epochs for
 Table 2 and 300 for Table 1, as in the paper).
 """
@@ -133,47 +134,42 @@ def _final(metrics, key, last=5):
   return float(np.mean([m[key] for m in metrics[-last:]]))
 
 
-def report(variants, seeds, root, scale, table, command):
-  """Writes the Markdown table and the plots of the finished runs; returns the table."""
+def report(variants, seeds, root, scale, table, command, keep_previous=False):
+  """Writes the Markdown and JSON tables and the plots of the finished runs; returns the table.
+
+  With `keep_previous` the (variant, seed) records of the table's existing JSON that have no
+  finished run under `root` are kept, each with the command that reported it, so one variant can
+  be rerun without rerunning the others; the plots show only the runs under `root`.
+  """
   runs = {}
   for variant in variants:
     done = [s for s in seeds if (root / variant.name / f"seed{s}" / "eval.json").exists()]
     if done:
       runs[variant.name] = (variant, [_read_run(root / variant.name / f"seed{s}") for s in done],
                             done)
-  if not runs:
-    sys.exit(f"[reproduce] no finished runs under {root}.")
-  header = ("| variant | batch stats | paper top-1 | linear top-1 (%) | kNN top-1 (%) | "
-            "random-init linear (%) | pos cos | neg cos | within-view cos | proj std | seeds | "
-            "steps | wall / run |")
-  lines = [header, "|" + " --- |" * (header.count("|") - 1)]
-  for variant, results, _ in runs.values():
-    evals = [e for e, _, _ in results]
-    metrics = [m for _, m, _ in results]
-    walls = [w for _, _, w in results]
-    lines.append("| " + " | ".join([
-        variant.name, variant.batch_stats, variant.paper or "–",
-        _mean_std([e["top1"] for e in evals], 100),
-        _mean_std([e["knn_top1"] for e in evals], 100),
-        _mean_std([e["random_init_top1"] for e in evals], 100) if all(
-            "random_init_top1" in e for e in evals) else "–",
-        f"{np.mean([_final(m, 'positive_cosine') for m in metrics]):.3f}",
-        f"{np.mean([_final(m, 'negative_cosine') for m in metrics]):.3f}",
-        f"{np.mean([_final(m, 'within_view_cosine') for m in metrics]):.3f}",
-        f"{np.mean([_final(m, 'projection_std') for m in metrics]):.3f}",
-        str(len(results)),
-        str(metrics[0][-1]["step"]), f"{np.mean(walls) / 60:.1f} min"
-    ]) + " |")
-  text = "\n".join(lines)
   if table.isdigit():
     name, title = f"table{table}_{scale}", f"Table {table}, {scale} scale"
   else:
     name, title = f"{table}_ablation_{scale}", f"The {table} ablation, {scale} scale"
-  _plot(runs, RESULTS / name)
-  (RESULTS / f"{name}.json"
-  ).write_text(json.dumps({"command": command, "runs": _per_seed_records(runs)}, indent=1) + "\n")
+  records = _per_seed_records(runs, command)
+  kept = _previous_records(RESULTS / f"{name}.json", variants, records) if keep_previous else []
+  order = {v.name: i for i, v in enumerate(variants)}
+  records = sorted(kept + records, key=lambda r: (order[r["variant"]], r["seed"]))
+  if not records:
+    sys.exit(f"[reproduce] no finished runs under {root}.")
+  text = _markdown(variants, records)
+  if runs:
+    _plot(runs, RESULTS / name)
+  (RESULTS /
+   f"{name}.json").write_text(json.dumps({"command": command, "runs": records}, indent=1) + "\n")
+  kept_seeds = collections.defaultdict(list)
+  for r in kept:
+    kept_seeds[r["variant"], r["reported_by"]].append(str(r["seed"]))
+  kept_note = "".join(f"\n\nKept from the previous table: {variant} seeds {', '.join(seeds)}, "
+                      f"reported by `{by}` (not in the plots)."
+                      for (variant, by), seeds in kept_seeds.items())
   (RESULTS / f"{name}.md").write_text(
-      f"# {title}\n\nCommand: `{command}`\n\n{text}\n\n"
+      f"# {title}\n\nCommand: `{command}`\n\n{text}{kept_note}\n\n"
       f"Plots: {name}_curves.png, {name}_cosine.png. Linear and kNN "
       "top-1 are mean ± std over seeds of the final encoder; pos/neg cos and proj std are the "
       "last 5 logged training batches' online projections (proj std: per-dimension std of the "
@@ -181,7 +177,43 @@ def report(variants, seeds, root, scale, table, command):
   return text
 
 
-def _per_seed_records(runs):
+def _previous_records(path, variants, records):
+  """The records of `path` for `variants` that `records` does not replace."""
+  if not path.exists():
+    sys.exit(f"[reproduce] --keep_previous: there is no previous table {path} to keep records "
+             "from; run without it.")
+  previous = json.loads(path.read_text())
+  names = {v.name for v in variants}
+  replaced = {(r["variant"], r["seed"]) for r in records}
+  return [{**r, "reported_by": r.get("reported_by", previous["command"])}
+          for r in previous["runs"]
+          if r["variant"] in names and (r["variant"], r["seed"]) not in replaced]
+
+
+def _markdown(variants, records):
+  """One row per variant: mean ± std over its seeds' records."""
+  header = ("| variant | batch stats | paper top-1 | linear top-1 (%) | kNN top-1 (%) | "
+            "random-init linear (%) | pos cos | neg cos | within-view cos | proj std | seeds | "
+            "steps | wall / run |")
+  lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+  for variant in variants:
+    rows = [r for r in records if r["variant"] == variant.name]
+    if not rows:
+      continue
+    random_init = [r["random_init_linear_top1"] for r in rows]
+    lines.append("| " + " | ".join([
+        variant.name, variant.batch_stats, variant.paper or "–",
+        _mean_std([r["linear_top1"] for r in rows], 100),
+        _mean_std([r["knn_top1"] for r in rows], 100), "–" if None in
+        random_init else _mean_std(random_init, 100), *(f"{np.mean([r[key] for r in rows]):.3f}"
+                                                        for key in _FINAL_METRICS),
+        str(len(rows)), ", ".join(sorted({str(r["steps"]) for r in rows
+                                         })), f"{np.mean([r['wall_s'] for r in rows]) / 60:.1f} min"
+    ]) + " |")
+  return "\n".join(lines)
+
+
+def _per_seed_records(runs, command):
   """One record per (variant, seed): the numbers the Markdown table averages."""
   records = []
   for variant, results, seeds in runs.values():
@@ -193,7 +225,7 @@ def _per_seed_records(runs):
           "linear_top1": evaluation["top1"], "knn_top1": evaluation["knn_top1"],
           "random_init_linear_top1": evaluation.get("random_init_top1"),
           "random_init_knn_top1": evaluation.get("random_init_knn_top1"),
-          **final, "steps": metrics[-1]["step"], "wall_s": wall
+          **final, "steps": metrics[-1]["step"], "wall_s": wall, "reported_by": command
       })
   return records
 
@@ -231,6 +263,10 @@ def main():
   parser.add_argument("--variants", default=None, help="Comma-separated subset of the table.")
   parser.add_argument("--root", default=str(REPO / "workdirs" / "reproduce"))
   parser.add_argument("--report_only", action="store_true")
+  parser.add_argument(
+      "--keep_previous", action="store_true",
+      help="Keep the existing JSON table's records of the variants and seeds not run under --root "
+      "(e.g. after rerunning one variant with --variants).")
   args, extra_flags = parser.parse_known_args()
   if extra_flags and extra_flags[0] == "--":
     extra_flags = extra_flags[1:]
@@ -246,7 +282,7 @@ def main():
   if not args.report_only:
     run_all(variants, seeds, root, args.scale, args.table, extra_flags)
   command = "python experiments/reproduce.py " + shlex.join(sys.argv[1:])
-  print(report(variants, seeds, root, args.scale, args.table, command))
+  print(report(variants, seeds, root, args.scale, args.table, command, args.keep_previous))
 
 
 if __name__ == "__main__":
