@@ -12,7 +12,7 @@ checkpoint, so an interrupted reproduction continues where it stopped when the s
 again. Flags after `--` go to every run. When the runs are done (or with --report_only) it writes
 experiments/results/table<N>_<scale>.md and PNG plots of the loss, the online probe's accuracy and
 the positive/negative cosine similarity over training, averaged over seeds. After rerunning some
-variants (`--variants`), `--report_only --keep_previous` writes them into the existing table.
+variants (`--variants`) the table keeps the others' records (`--drop_previous`: it does not).
 
 `--scale=cpu` runs each config's `tiny` preset (ResNet-18 at width 1/4, 32 px, 30 epochs of the
 embedded shapes10 dataset, 60 for GN + WS; 6-7 minutes a run on 2 cores, 21-22 for GN + WS);
@@ -134,12 +134,12 @@ def _final(metrics, key, last=5):
   return float(np.mean([m[key] for m in metrics[-last:]]))
 
 
-def report(variants, seeds, root, scale, table, command, keep_previous=False):
+def report(variants, seeds, root, scale, table, command, keep_previous=True):
   """Writes the Markdown and JSON tables and the plots of the finished runs; returns the table.
 
   With `keep_previous` the (variant, seed) records of the table's existing JSON that have no
-  finished run under `root` are kept, each with the command that reported it, so one variant can
-  be rerun without rerunning the others; the plots show only the runs under `root`.
+  finished run under `root` are kept, each with the command that reported it, so rerunning one
+  variant loses none of the others; the plots show only the runs under `root`.
   """
   runs = {}
   for variant in variants:
@@ -152,12 +152,16 @@ def report(variants, seeds, root, scale, table, command, keep_previous=False):
   else:
     name, title = f"{table}_ablation_{scale}", f"The {table} ablation, {scale} scale"
   records = _per_seed_records(runs, command)
-  kept = _previous_records(RESULTS / f"{name}.json", variants, records) if keep_previous else []
-  order = {v.name: i for i, v in enumerate(variants)}
+  previous = RESULTS / f"{name}.json"
+  # Kept records may be of any variant of the table, not only of those asked for now.
+  table_variants = TABLES[table]
+  kept = _previous_records(previous, table_variants,
+                           records) if keep_previous and previous.exists() else []
+  order = {v.name: i for i, v in enumerate(table_variants)}
   records = sorted(kept + records, key=lambda r: (order[r["variant"]], r["seed"]))
   if not records:
     sys.exit(f"[reproduce] no finished runs under {root}.")
-  text = _markdown(variants, records)
+  text = _markdown(table_variants, records)
   if runs:
     _plot(runs, RESULTS / name)
   (RESULTS /
@@ -179,9 +183,6 @@ def report(variants, seeds, root, scale, table, command, keep_previous=False):
 
 def _previous_records(path, variants, records):
   """The records of `path` for `variants` that `records` does not replace."""
-  if not path.exists():
-    sys.exit(f"[reproduce] --keep_previous: there is no previous table {path} to keep records "
-             "from; run without it.")
   previous = json.loads(path.read_text())
   names = {v.name for v in variants}
   replaced = {(r["variant"], r["seed"]) for r in records}
@@ -264,9 +265,9 @@ def main():
   parser.add_argument("--root", default=str(REPO / "workdirs" / "reproduce"))
   parser.add_argument("--report_only", action="store_true")
   parser.add_argument(
-      "--keep_previous", action="store_true",
-      help="Keep the existing JSON table's records of the variants and seeds not run under --root "
-      "(e.g. after rerunning one variant with --variants).")
+      "--drop_previous", action="store_true",
+      help="Write only the runs under --root; by default the existing JSON table's records of the "
+      "variants and seeds not run there are kept (e.g. after rerunning one with --variants).")
   args, extra_flags = parser.parse_known_args()
   if extra_flags and extra_flags[0] == "--":
     extra_flags = extra_flags[1:]
@@ -282,7 +283,9 @@ def main():
   if not args.report_only:
     run_all(variants, seeds, root, args.scale, args.table, extra_flags)
   command = "python experiments/reproduce.py " + shlex.join(sys.argv[1:])
-  print(report(variants, seeds, root, args.scale, args.table, command, args.keep_previous))
+  print(
+      report(variants, seeds, root, args.scale, args.table, command,
+             keep_previous=not args.drop_previous))
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path, monkeypatch):
   assert records[0]["positive_cosine"] == 0.9 and records[0]["projection_std"] == 0.5
 
 
-def test_keep_previous_keeps_the_records_of_runs_not_rerun(tmp_path, monkeypatch):
+def test_a_rerun_keeps_the_records_of_runs_not_rerun(tmp_path, monkeypatch):
   monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
   runs = epath.Path(tmp_path / "runs")
   _fake_run(tmp_path / "runs" / "bn" / "seed0", 0.50, 0.40)
@@ -80,20 +80,13 @@ def test_keep_previous_keeps_the_records_of_runs_not_rerun(tmp_path, monkeypatch
   (tmp_path / "runs" / "bn" / "seed0" / "eval.json").unlink()  # Only gn_ws is rerun.
   (tmp_path / "runs" / "gn_ws" / "seed0" / "eval.json").write_text(
       json.dumps({"top1": 0.70, "knn_top1": 0.60, "random_init_top1": 0.1}))
-  table = reproduce.report(reproduce.TABLE2, [0], runs, "cpu", "2", "second", keep_previous=True)
+  table = reproduce.report(reproduce.TABLE2[3:], [0], runs, "cpu", "2", "second")  # --variants
   records = json.loads((tmp_path / "table2_cpu.json").read_text())["runs"]
-  assert [(r["variant"], r["linear_top1"], r["reported_by"]) for r in records
-         ] == [("bn", 0.50, "first"), ("gn_ws", 0.70, "second")]
+  kept = [(r["variant"], r["linear_top1"], r["reported_by"]) for r in records]
+  assert kept == [("bn", 0.50, "first"), ("gn_ws", 0.70, "second")]
   assert "| bn | yes | 74.3 | 50.0 |" in table and "| gn_ws | no | 73.9 | 70.0 |" in table
   assert "Kept from the previous table: bn seeds 0, reported by `first`" in (
       tmp_path / "table2_cpu.md").read_text()
-  # Without the flag the table holds the runs under the root only.
-  assert "| bn |" not in reproduce.report(reproduce.TABLE2, [0], runs, "cpu", "2", "third")
-
-
-def test_keep_previous_without_a_previous_table_says_so(tmp_path, monkeypatch):
-  monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
-  _fake_run(tmp_path / "runs" / "bn" / "seed0", 0.50, 0.40)
-  with pytest.raises(SystemExit, match="no previous table"):
-    reproduce.report(reproduce.TABLE2, [0], epath.Path(tmp_path / "runs"), "cpu", "2", "c",
-                     keep_previous=True)
+  # Without them the table holds the runs under the root only.
+  assert "| bn |" not in reproduce.report(reproduce.TABLE2, [0], runs, "cpu", "2", "third",
+                                          keep_previous=False)
