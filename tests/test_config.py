@@ -67,7 +67,7 @@ def test_bn_stats_override_works_from_any_byol_config(name):
 
 @pytest.mark.parametrize("key, value, expected", [
     ("norm", "batchnorm", "config.norm='batchnorm' is not valid; choose one of ('bn', 'ln', 'gn', "
-     "'none')"),
+     "'none', 'bn_stopgrad')"),
     ("method", "moco", "config.method='moco' is not valid"),
     ("init", "zeros", "config.init='zeros' is not valid"),
     ("depth", 42, "config.depth=42 is not valid; choose one of (18, 34, 50, 101, 152, 200)"),

@@ -321,8 +321,8 @@ def test_overrides_and_bad_values(tmp_path, shapes10_dir):
   """Bad values stop with one message and status 1, no traceback."""
   result = _run(tmp_path / "bad", shapes10_dir, "--config.norm=batchnorm", check=False)
   assert result.returncode == 1
-  assert "config.norm='batchnorm' is not valid; choose one of ('bn', 'ln', 'gn', 'none')" in (
-      result.stderr)
+  assert ("config.norm='batchnorm' is not valid; choose one of ('bn', 'ln', 'gn', 'none', "
+          "'bn_stopgrad')") in result.stderr
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
   assert not (tmp_path / "bad").exists()  # Failed before any work started.
   result = _run(tmp_path / "odd", shapes10_dir, "--config.batch_size=30", check=False)

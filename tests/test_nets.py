@@ -256,7 +256,7 @@ def test_resnet_batch_independence(norm, ws):
   params = _random_params(params)
   # Op by op: the compiled ops are shared by every norm kind, unlike a jit.
   apply_fn = lambda x: f.apply(params, state, None, x, True)[0]
-  _check_batch_dependence(apply_fn, shape, depends=norm == "bn")
+  _check_batch_dependence(apply_fn, shape, depends=norm in ("bn", "bn_stopgrad"))
 
 
 @pytest.mark.parametrize("norm", _ALL_NORMS)
@@ -267,7 +267,27 @@ def test_mlp_batch_independence(norm, ws):
   params, state = f.init(_RNG, jnp.zeros(shape), True)
   params = _random_params(params)
   apply_fn = lambda x: f.apply(params, state, None, x, True)[0]
-  _check_batch_dependence(apply_fn, shape, depends=norm == "bn")
+  _check_batch_dependence(apply_fn, shape, depends=norm in ("bn", "bn_stopgrad"))
+
+
+def test_bn_stopgrad_is_bn_forward_without_the_gradient_through_the_statistics():
+  x = jax.random.normal(_RNG, (6, 3, 3, 4)) * 2.0 + 1.0
+
+  def norm(kind):
+    f = hk.transform_with_state(lambda x, t: nets.make_norm(kind, name="norm")(x, t))
+    params, state = f.init(_RNG, x, True)
+    return lambda x, t: f.apply(params, state, None, x, t)
+
+  bn, stopgrad = norm("bn"), norm("bn_stopgrad")
+  (bn_out, bn_state), (out, state) = bn(x, True), stopgrad(x, True)
+  np.testing.assert_allclose(out, bn_out, atol=1e-5)
+  for ema in ("mean_ema", "var_ema"):  # The moving averages evaluation uses, updated alike.
+    np.testing.assert_allclose(state[f"norm/~/{ema}"]["average"].ravel(),
+                               bn_state[f"norm/~/{ema}"]["average"].ravel(), rtol=1e-5)
+  # The gradient of one example's output: BN's reaches every example, bn_stopgrad's only its own.
+  first_output = lambda f: jax.grad(lambda x: jnp.sum(f(x, True)[0][0]**2))(x)
+  assert np.abs(first_output(bn)[1:]).max() > 1e-2
+  assert np.abs(first_output(stopgrad)[1:]).max() == 0.0
 
 
 def test_bn_eval_on_batch_of_one_uses_moving_averages():
@@ -532,7 +552,9 @@ def test_layers_reproduce_haiku_layers_exactly(kind, monkeypatch):
 
 # Mixed precision: float32 parameters, compute in the input dtype.
 
-_F32_MODULES = {"BatchNorm", "ExponentialMovingAverage", "_GroupNorm", "_Affine"}
+_F32_MODULES = {
+    "BatchNorm", "_StopGradientBatchNorm", "ExponentialMovingAverage", "_GroupNorm", "_Affine"
+}
 
 
 @pytest.mark.parametrize("norm,ws", [(n, False) for n in _ALL_NORMS] + [("gn", True)])

@@ -9,12 +9,13 @@ All are Haiku modules (build them inside hk.transform_with_state) called as
 - `MLP(hidden_size, output_size, norm, weight_standardization, ...)`: the
   projector / predictor, Linear -> norm -> ReLU -> Linear (no bias).
 - `make_norm(kind, name=...)`: `norm(x, is_training)` for kind in
-  `NORMS = ("bn", "ln", "gn", "none")` or "affine" (per-channel trainable
-  scale and offset, no statistics: the network of the modified init). Every
-  kind with parameters makes one module called `name` holding exactly "scale"
-  and "offset", so a layer's path does not depend on the kind. Shapes: (C,)
-  for ln/gn/affine; hk.BatchNorm's broadcast shape (1, ..., 1, C) for bn, whose
-  moving averages are in the state under `<path>/~/mean_ema` and `var_ema`.
+  `NORMS = ("bn", "ln", "gn", "none", "bn_stopgrad")` or "affine" (per-channel
+  trainable scale and offset, no statistics: the network of the modified
+  init). Every kind with parameters makes one module called `name` holding
+  exactly "scale" and "offset", so a layer's path does not depend on the kind.
+  Shapes: (C,) for ln/gn/affine/bn_stopgrad; hk.BatchNorm's broadcast shape
+  (1, ..., 1, C) for bn. The moving averages of both BNs are in the state under
+  `<path>/~/mean_ema` and `var_ema`.
 - `is_last_block_norm(path)`: whether a params key is the last norm of a
   residual block's main path (`.../stage{s}_block{b}/~/last_norm`), the one
   initialised with scale 0.

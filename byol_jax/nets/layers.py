@@ -21,7 +21,7 @@ from byol_jax.nets import conv
 
 # User-facing choices. "affine" is also accepted by `make_norm`: it is the
 # network of the paper's modified init (BN removed, its scale/offset kept).
-NORMS = ("bn", "ln", "gn", "none")
+NORMS = ("bn", "ln", "gn", "none", "bn_stopgrad")
 _KINDS = NORMS + ("affine",)
 
 NormFn = Callable[[jax.Array, bool], jax.Array]
@@ -136,6 +136,38 @@ class _Affine(hk.Module):
     return x * scale + offset
 
 
+class _StopGradientBatchNorm(hk.Module):
+  """BN's forward pass with its batch statistics held constant in the backward pass.
+
+  An ablation: it keeps BN's renormalization of every batch and removes the gradient through the
+  statistics, the path by which BN lets one example's gradient depend on the others'.
+  Moving averages for evaluation, as hk.BatchNorm.
+  """
+
+  def __init__(self, scale_init, eps: float, decay_rate: float, cross_replica_axis, name: str):
+    super().__init__(name=name)
+    self._scale_init, self._eps, self._axis = scale_init, eps, cross_replica_axis
+    self._mean_ema = hk.ExponentialMovingAverage(decay_rate, name="mean_ema")
+    self._var_ema = hk.ExponentialMovingAverage(decay_rate, name="var_ema")
+
+  def __call__(self, x: jax.Array, is_training: bool) -> jax.Array:
+    shape = (x.shape[-1],)
+    scale = hk.get_parameter("scale", shape, jnp.float32, self._scale_init)
+    offset = hk.get_parameter("offset", shape, jnp.float32, jnp.zeros)
+    if is_training:
+      axes = tuple(range(x.ndim - 1))
+      mean, mean_of_squares = jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)
+      if self._axis:
+        mean, mean_of_squares = jax.lax.pmean((mean, mean_of_squares), self._axis)
+      mean = jax.lax.stop_gradient(mean)
+      var = jax.lax.stop_gradient(mean_of_squares - jnp.square(mean))
+      self._mean_ema(mean)
+      self._var_ema(var)
+    else:
+      mean, var = self._mean_ema.average, self._var_ema.average
+    return (x - mean) * (jax.lax.rsqrt(var + self._eps) * scale) + offset
+
+
 class _GroupNorm(hk.Module):
   """hk.GroupNorm's math and parameters, with reductions XLA:CPU runs fast.
 
@@ -192,8 +224,9 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16, bn_cross_replica_axi
   Kinds: "bn" (hk.BatchNorm; batch statistics in training, moving averages in
   eval, optionally across replicas), "ln" (GroupNorm with one group: over
   (H, W, C) of a feature map, over C of a vector), "gn" (`gn_groups` groups of
-  channels), "none" (identity, no parameters) and "affine" (trainable scale
-  and offset of shape (C,), no statistics). Inputs are channels-last. Each
+  channels), "none" (identity, no parameters), "bn_stopgrad" (bn with no
+  gradient through its batch statistics) and "affine" (trainable scale and
+  offset of shape (C,), no statistics). Inputs are channels-last. Each
   kind computes in float32 with float32 parameters and state, and returns the
   input dtype.
 
@@ -222,6 +255,9 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16, bn_cross_replica_axi
     return _in_float32(
         hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=bn_decay_rate, eps=eps,
                      scale_init=scale_init, cross_replica_axis=bn_cross_replica_axis, name=name))
+  if kind == "bn_stopgrad":
+    return _in_float32(
+        _StopGradientBatchNorm(scale_init, eps, bn_decay_rate, bn_cross_replica_axis, name=name))
 
   groups = 1 if kind == "ln" else gn_groups
   if groups < 1:
