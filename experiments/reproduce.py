@@ -202,14 +202,15 @@ def _markdown(variants, records):
     if not rows:
       continue
     random_init = [r["random_init_linear_top1"] for r in rows]
+    random_init_cell = "–" if None in random_init else _mean_std(random_init, 100)
+    final_cells = [f"{np.mean([r[key] for r in rows]):.3f}" for key in _FINAL_METRICS]
+    steps = ", ".join(sorted({str(r["steps"]) for r in rows}))
+    wall = f"{np.mean([r['wall_s'] for r in rows]) / 60:.1f} min"
     lines.append("| " + " | ".join([
         variant.name, variant.batch_stats, variant.paper or "–",
         _mean_std([r["linear_top1"] for r in rows], 100),
-        _mean_std([r["knn_top1"] for r in rows], 100), "–" if None in
-        random_init else _mean_std(random_init, 100), *(f"{np.mean([r[key] for r in rows]):.3f}"
-                                                        for key in _FINAL_METRICS),
-        str(len(rows)), ", ".join(sorted({str(r["steps"]) for r in rows
-                                         })), f"{np.mean([r['wall_s'] for r in rows]) / 60:.1f} min"
+        _mean_std([r["knn_top1"] for r in rows], 100), random_init_cell, *final_cells,
+        str(len(rows)), steps, wall
     ]) + " |")
   return "\n".join(lines)
 
