@@ -31,6 +31,9 @@ import time
 from etils import epath
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 
@@ -107,17 +110,20 @@ def run_all(variants, seeds, root, scale, table, extra_flags):
 
 
 def _add_wall_time(workdir, seconds):
-  """Accumulates wall time over the attempts of a run (resumes included) in reproduce.json."""
+  """Accumulates, in reproduce.json, the wall time over the attempts of a run (resumes included)
+  and the CPUs they ran on: accuracies and times differ across CPU types."""
   workdir.mkdir(parents=True, exist_ok=True)
   record = workdir / "reproduce.json"
-  total = json.loads(record.read_text())["wall_s"] if record.exists() else 0.0
-  record.write_text(json.dumps({"wall_s": total + seconds}))
+  previous = json.loads(record.read_text()) if record.exists() else {"wall_s": 0.0, "cpus": []}
+  cpus = sorted(set(previous.get("cpus", [])) | {machine.cpu_name()})
+  record.write_text(json.dumps({"wall_s": previous["wall_s"] + seconds, "cpus": cpus}))
 
 
 def _read_run(workdir):
+  """(eval.json, the logged metrics, reproduce.json) of a finished run."""
   metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  wall = json.loads((workdir / "reproduce.json").read_text())["wall_s"]
-  return json.loads((workdir / "eval.json").read_text()), metrics, wall
+  attempts = json.loads((workdir / "reproduce.json").read_text())
+  return json.loads((workdir / "eval.json").read_text()), metrics, attempts
 
 
 def _mean_std(values, scale=1.0):
@@ -195,7 +201,7 @@ def _markdown(variants, records):
   """One row per variant: mean ± std over its seeds' records."""
   header = ("| variant | batch stats | paper top-1 | linear top-1 (%) | kNN top-1 (%) | "
             "random-init linear (%) | pos cos | neg cos | within-view cos | proj std | seeds | "
-            "steps | wall / run |")
+            "steps | wall / run | CPU |")
   lines = [header, "|" + " --- |" * (header.count("|") - 1)]
   for variant in variants:
     rows = [r for r in records if r["variant"] == variant.name]
@@ -206,12 +212,16 @@ def _markdown(variants, records):
     final_cells = [f"{np.mean([r[key] for r in rows]):.3f}" for key in _FINAL_METRICS]
     steps = ", ".join(sorted({str(r["steps"]) for r in rows}))
     wall = f"{np.mean([r['wall_s'] for r in rows]) / 60:.1f} min"
+    cpus = ", ".join(sorted({r.get("cpu", "unknown") for r in rows}))
     lines.append("| " + " | ".join([
         variant.name, variant.batch_stats, variant.paper or "–",
         _mean_std([r["linear_top1"] for r in rows], 100),
         _mean_std([r["knn_top1"] for r in rows], 100), random_init_cell, *final_cells,
-        str(len(rows)), steps, wall
+        str(len(rows)), steps, wall, cpus
     ]) + " |")
+  total_minutes = sum(r["wall_s"] for r in records) / 60
+  lines.append(f"\nWall time of all {len(records)} runs: {total_minutes:.1f} min (each run's whole "
+               "command, its evaluation and random-init baseline included).")
   return "\n".join(lines)
 
 
@@ -219,7 +229,7 @@ def _per_seed_records(runs, command):
   """One record per (variant, seed): the numbers the Markdown table averages."""
   records = []
   for variant, results, seeds in runs.values():
-    for (evaluation, metrics, wall), seed in zip(results, seeds):
+    for (evaluation, metrics, attempts), seed in zip(results, seeds):
       final = {key: _final(metrics, key) for key in _FINAL_METRICS}
       records.append({
           "variant": variant.name, "seed": seed, "config": variant.config,
@@ -227,7 +237,8 @@ def _per_seed_records(runs, command):
           "linear_top1": evaluation["top1"], "knn_top1": evaluation["knn_top1"],
           "random_init_linear_top1": evaluation.get("random_init_top1"),
           "random_init_knn_top1": evaluation.get("random_init_knn_top1"),
-          **final, "steps": metrics[-1]["step"], "wall_s": wall, "reported_by": command
+          **final, "steps": metrics[-1]["step"], "wall_s": attempts["wall_s"],
+          "cpu": ", ".join(attempts.get("cpus", [])) or "unknown", "reported_by": command
       })
   return records
 

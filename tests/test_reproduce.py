@@ -12,7 +12,7 @@ reproduce = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(reproduce)
 
 
-def _fake_run(workdir, top1, knn, wall_s=60.0):
+def _fake_run(workdir, top1, knn, wall_s=60.0, cpus=("Test CPU",)):
   workdir.mkdir(parents=True)
   metrics = [{
       "step": s, "loss": 1.0, "probe_accuracy": 0.1, "positive_cosine": 0.9, "negative_cosine": 0.2,
@@ -21,7 +21,7 @@ def _fake_run(workdir, top1, knn, wall_s=60.0):
   (workdir / "metrics.jsonl").write_text("\n".join(json.dumps(m) for m in metrics))
   (workdir / "eval.json").write_text(
       json.dumps({"top1": top1, "knn_top1": knn, "random_init_top1": 0.1}))
-  (workdir / "reproduce.json").write_text(json.dumps({"wall_s": wall_s}))
+  (workdir / "reproduce.json").write_text(json.dumps({"wall_s": wall_s, "cpus": list(cpus)}))
 
 
 def test_cpu_command_uses_tiny_preset_variant_and_seed():
@@ -54,6 +54,17 @@ def test_a_failed_run_stops_with_its_name(tmp_path, monkeypatch):
   assert (tmp_path / "bn" / "seed0" / "reproduce.json").exists()
 
 
+def test_wall_time_and_cpus_add_up_over_the_attempts_of_a_run(tmp_path, monkeypatch):
+  workdir = epath.Path(tmp_path)
+  monkeypatch.setattr(reproduce.machine, "cpu_name", lambda: "CPU A")
+  reproduce._add_wall_time(workdir, 60.0)
+  reproduce._add_wall_time(workdir, 30.0)  # A resume on the same machine.
+  monkeypatch.setattr(reproduce.machine, "cpu_name", lambda: "CPU B")
+  reproduce._add_wall_time(workdir, 10.0)  # And one on another.
+  assert json.loads(
+      (workdir / "reproduce.json").read_text()) == {"wall_s": 100.0, "cpus": ["CPU A", "CPU B"]}
+
+
 def test_report_gives_mean_and_std_over_seeds(tmp_path, monkeypatch):
   monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
   _fake_run(tmp_path / "runs" / "bn" / "seed0", 0.50, 0.40)
@@ -69,6 +80,8 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path, monkeypatch):
                                                                             ("bn", 1, 0.60)]
   assert records[0]["random_init_linear_top1"] == 0.1
   assert records[0]["positive_cosine"] == 0.9 and records[0]["projection_std"] == 0.5
+  assert records[0]["cpu"] == "Test CPU" and row.endswith("| 1.0 min | Test CPU |")
+  assert "Wall time of all 2 runs: 2.0 min" in table
 
 
 def test_a_rerun_keeps_the_records_of_runs_not_rerun(tmp_path, monkeypatch):
