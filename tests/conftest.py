@@ -22,3 +22,15 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 def shapes10_dir(tmp_path_factory):
   """A tfds data directory, empty until a test first reads shapes10 from it (which generates it)."""
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+def pytest_configure(config):
+  """Writes yapf's grammar cache in the main process, before pytest-xdist starts its workers.
+
+  yapf 0.43 renames its grammar pickle into place before flushing it, so two workers importing yapf
+  on a machine without the cache can read a half-written file (EOFError while collecting
+  test_style.py, seen on CI).
+  """
+  del config
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    import yapf.yapflib.yapf_api  # pylint: disable=import-outside-toplevel,unused-import
