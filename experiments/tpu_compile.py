@@ -192,31 +192,58 @@ def parameter_bytes(hlo_text):
           sum(n for i, n in enumerate(sizes) if i not in aliased))
 
 
-def largest_batch(first, measure_at, max_doublings=4):
-  """The largest per-device batch of first's x 2^k that fits in HBM, and whether the cap stopped it.
+def largest_batch(first, measure_at, step=8, max_compiles=4):
+  """The largest per-device batch, a multiple of `step`, that fits in HBM; whether it is a bound.
 
-  `first` is the row's own measurement, so only the doublings compile (each takes minutes);
-  `measure_at(batch)` compiles one. Too large shows as a peak above HBM or XLA's RESOURCE_EXHAUSTED.
-  (None, False) when the row's own batch does not fit.
+  Peak memory grows about linearly with the batch, so each compile is at the batch where the line
+  through the measurements nearest the boundary meets the HBM (a secant search, rounded down to
+  `step`; bisection once XLA refuses a batch outright). It ends when one batch fits and the next
+  multiple of `step` above it does not. `first` is the row's own measurement, so only the guesses
+  compile (each takes minutes); `measure_at(batch)` compiles one. Too large shows as a peak above
+  HBM or XLA's RESOURCE_EXHAUSTED. Returns (None, False) when the row's own batch does not fit, and
+  (batch, True) when `max_compiles` ran out first: then the batch is a lower bound.
   """
   if first["peak_gib"] > first["hbm_gib"]:
     return None, False
-  batch = first["per_device_batch"]
-  for _ in range(max_doublings):
+  fits = {first["per_device_batch"]: first["peak_gib"]}
+  too_large = {}  # Batch -> its peak, or None where XLA refused to allocate it.
+  for _ in range(max_compiles):
+    batch = _next_batch(fits, too_large, first["hbm_gib"], step)
+    if batch is None:
+      return max(fits), False
     try:
-      result = measure_at(2 * batch)
+      result = measure_at(batch)
     except Exception as e:  # pylint: disable=broad-except; XLA raises its own error class.
       if "RESOURCE_EXHAUSTED" not in str(e):
         raise
-      print(f"[tpu_compile]   per-device batch {2 * batch}: RESOURCE_EXHAUSTED", flush=True)
-      return batch, False
+      print(f"[tpu_compile]   per-device batch {batch}: RESOURCE_EXHAUSTED", flush=True)
+      too_large[batch] = None
+      continue
     print(
-        f"[tpu_compile]   per-device batch {2 * batch}: peak {result['peak_gib']:.2f} of "
+        f"[tpu_compile]   per-device batch {batch}: peak {result['peak_gib']:.2f} of "
         f"{result['hbm_gib']} GiB, compiled in {result['compile_s']:.0f} s", flush=True)
     if result["peak_gib"] > result["hbm_gib"]:
-      return batch, False
-    batch *= 2
-  return batch, True
+      too_large[batch] = result["peak_gib"]
+    else:
+      fits[batch] = result["peak_gib"]
+  return max(fits), _next_batch(fits, too_large, first["hbm_gib"], step) is not None
+
+
+def _next_batch(fits, too_large, hbm_gib, step):
+  """The next batch largest_batch compiles, or None once the boundary is known to `step`."""
+  low = max(fits)
+  high = min(too_large, default=None)
+  if high is not None and high - low <= step:
+    return None
+  peaks = fits | {b: p for b, p in too_large.items() if p is not None}
+  nearest = min((b for b in peaks if b != low), key=lambda b: abs(b - low), default=None)
+  # With one measurement, peak proportional to the batch: too steep, so the first guess is short.
+  slope = peaks[low] / low if nearest is None else (peaks[nearest] - peaks[low]) / (nearest - low)
+  guess = low + step if slope <= 0 else low + (hbm_gib - peaks[low]) / slope
+  if high is not None:
+    guess = min(guess, high - step if too_large[high] is not None else (low + high) / 2)
+  # Rounded first: a line that meets the HBM at 160 computes 159.99999.
+  return max(int(round(guess, 6)) // step * step, (low // step + 1) * step)
 
 
 def table(records):
@@ -257,7 +284,8 @@ def main():
                       help=f"comma-separated rows of {sorted(ROWS)}, or 'all'")
   parser.add_argument(
       "--search_batch", action="store_true",
-      help="also search the largest per-device batch (up to 4 doublings, a compile each)")
+      help="also search the largest per-device batch that fits, a multiple of 8 (a secant "
+      "search from the row's peak memory: up to 4 more compiles)")
   parser.add_argument("--output", default=str(RESULTS / "tpu_compile"),
                       help="path prefix of the .md and .json written")
   args = parser.parse_args()
@@ -302,7 +330,9 @@ def write(records, output):
           "is left, 'unread', is state the step never reads (BN's moving averages, which Haiku "
           "recomputes from their hidden sums), so jax drops it from the program and its new "
           "value gets a fresh buffer. Rows marked '(padded)' predate that check and compared "
-          "XLA's padded aliased bytes with the state's size.\n\n" + table(records) + "\n")
+          "XLA's padded aliased bytes with the state's size. Largest batch (`--search_batch`): the "
+          "largest per-device batch, a multiple of 8, whose peak fits the HBM; '≥' where the "
+          "search ran out of compiles, '–' where it was not run.\n\n" + table(records) + "\n")
   output.with_suffix(".md").write_text(text)
   output.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
   return text

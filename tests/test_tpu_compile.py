@@ -56,7 +56,7 @@ def test_parameter_bytes_counts_the_donated_inputs_an_output_reuses_and_the_rest
   assert tpu_compile.parameter_bytes(undonated.as_text()) == (0, 8 * 4 + 5)
 
 
-def _fake_measure(peak_gib_per_image, hbm_gib=16, exhausted_from=None):
+def _fake_measure(per_image_gib, fixed_gib=0.0, hbm_gib=16, exhausted_from=None):
   """A stand-in for tpu_compile.measure: peak memory linear in the batch, no compile."""
   compiled = []
 
@@ -65,27 +65,31 @@ def _fake_measure(peak_gib_per_image, hbm_gib=16, exhausted_from=None):
     if exhausted_from and batch >= exhausted_from:
       raise RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm.")
     return {
-        "per_device_batch": batch, "peak_gib": peak_gib_per_image * batch, "hbm_gib": hbm_gib,
-        "compile_s": 1.0
+        "per_device_batch": batch, "peak_gib": fixed_gib + per_image_gib * batch,
+        "hbm_gib": hbm_gib, "compile_s": 1.0
     }
 
   return measure_at, compiled
 
 
 @pytest.mark.parametrize(
-    "per_image, exhausted_from, expected, compiles",
+    "per_image, fixed, exhausted_from, max_compiles, expected, compiles",
     [
-        (1.0, None, (16, False), [16, 32]),  # 16 GiB at 16 fits exactly; 32 GiB at 32 does not.
-        (1.5, None, (8, False), [16]),
-        (0.1, None, (128, True), [16, 32, 64, 128]),  # Capped after 4 doublings: a lower bound.
-        (0.1, 32, (16, False), [16, 32]),  # XLA refuses to allocate at 32.
-        (3.0, None, (None, False), []),  # The row's own batch does not fit: nothing more compiles.
+        # Peak proportional to the batch: the first guess is exact (16.0 GiB at 160 fits).
+        (0.1, 0.0, None, 4, (160, False), [160, 168]),
+        # A fixed part: the first guess falls short, the secant through two measurements is exact.
+        (0.1, 1.0, None, 4, (144, False), [64, 144, 152]),
+        (0.1, 1.0, None, 1, (64, True), [64]),  # Out of compiles: a lower bound.
+        # XLA refuses from 100 on: bisection between what fits and what it refused.
+        (0.1, 0.0, 100, 4, (96, True), [160, 80, 120, 96]),
+        (0.1, 0.0, 100, 5, (96, False), [160, 80, 120, 96, 104]),
+        (3.0, 0.0, None, 4, (None, False), []),  # The row's own batch does not fit.
     ])
-def test_largest_batch_doubles_from_the_rows_measurement_until_hbm_is_exceeded(
-    per_image, exhausted_from, expected, compiles):
-  measure_at, compiled = _fake_measure(per_image, exhausted_from=exhausted_from)
-  first = {"per_device_batch": 8, "peak_gib": per_image * 8, "hbm_gib": 16}
-  assert tpu_compile.largest_batch(first, measure_at) == expected
+def test_largest_batch_finds_the_boundary_to_a_step_of_8_from_the_rows_measurement(
+    per_image, fixed, exhausted_from, max_compiles, expected, compiles):
+  measure_at, compiled = _fake_measure(per_image, fixed, exhausted_from=exhausted_from)
+  first = {"per_device_batch": 8, "peak_gib": fixed + per_image * 8, "hbm_gib": 16}
+  assert tpu_compile.largest_batch(first, measure_at, max_compiles=max_compiles) == expected
   assert compiled == compiles  # The row's own batch is not compiled again.
 
 
