@@ -249,7 +249,7 @@ def _next_batch(fits, too_large, hbm_gib, step):
 def table(records):
   header = ("| row | topology | devices | per-device batch | global batch | compile (s) | "
             "GFLOP / image | peak GiB / device (of HBM) | args / temp / aliased GiB | "
-            "state donated | images/s per chip at 100% / 40% of bf16 peak | largest batch |")
+            "state donated | images/s per chip at 100% / 40% of bf16 peak | largest batch | CPU |")
   lines = [header, "|" + " --- |" * (header.count("|") - 1)]
   for r in records:
     lines.append(
@@ -258,7 +258,7 @@ def table(records):
         f"{r['peak_gib']:.2f} of {r['hbm_gib']} | {r['argument_gib']:.2f} / {r['temp_gib']:.2f} "
         f"/ {r['alias_gib']:.2f} | {_donation(r)} | "
         f"{r['images_per_s_per_chip_at_100pct']:.0f} / {r['images_per_s_per_chip_at_40pct']:.0f} "
-        f"| {_largest(r)} |")
+        f"| {_largest(r)} | {r['cpu']} |")
   return "\n".join(lines)
 
 
@@ -302,6 +302,7 @@ def main():
         f"{row.topology} at {row.per_device_batch} per device...", flush=True)
     record = {
         "row": name, "config": row.config, "overrides": row.overrides, "topology": row.topology,
+        "cpu": f"{machine.cpu_name()} ({os.cpu_count()} cores)",
         **measure(config, row.topology, row.per_device_batch)
     }
     if args.search_batch:
@@ -321,8 +322,8 @@ def write(records, output):
   records = _merged(records, output.with_suffix(".json"))
   text = (f"# The train step compiled for TPU topologies on a CPU host\n\n"
           f"`python experiments/tpu_compile.py --rows=ROW[,ROW...]` (rows run one or a few at a "
-          f"time; each keeps its own compile time) on {machine.cpu_name()} "
-          f"({os.cpu_count()} cores), jax {jax.__version__}, libtpu "
+          f"time; each keeps its own compile time, measured on the CPU host the row names), "
+          f"jax {jax.__version__}, libtpu "
           f"{getattr(libtpu, '__version__', '?')}. Memory and FLOPs are XLA's own analysis of "
           "the compiled per-device program; images/s per chip is the chip's bf16 peak divided "
           "by the FLOPs per image (both views, online and target networks, backward pass). "
