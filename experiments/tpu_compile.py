@@ -192,41 +192,70 @@ def parameter_bytes(hlo_text):
           sum(n for i, n in enumerate(sizes) if i not in aliased))
 
 
+# A batch whose FLOPs per image pass the row's by more than this fits only by XLA recomputing
+# activations (its rematerialization under memory pressure): it trades the chips' time for memory.
+RECOMPUTE_TOLERANCE = 0.01
+
+
 def largest_batch(first, measure_at, step=8, max_compiles=4):
-  """The largest per-device batch, a multiple of `step`, that fits in HBM; whether it is a bound.
+  """The largest per-device batch, a multiple of `step`, that fits in HBM without recomputation.
 
   Peak memory grows about linearly with the batch, so each compile is at the batch where the line
   through the measurements nearest the boundary meets the HBM (a secant search, rounded down to
-  `step`; bisection once XLA refuses a batch outright). It ends when one batch fits and the next
-  multiple of `step` above it does not. `first` is the row's own measurement, so only the guesses
-  compile (each takes minutes); `measure_at(batch)` compiles one. Too large shows as a peak above
-  HBM or XLA's RESOURCE_EXHAUSTED. Returns (None, False) when the row's own batch does not fit, and
-  (batch, True) when `max_compiles` ran out first: then the batch is a lower bound.
+  `step`; bisection once a batch fails without a peak above HBM to aim by). It ends when one batch
+  fits and the next multiple of `step` above it does not. A batch fails when its peak passes the
+  HBM, when XLA refuses it (RESOURCE_EXHAUSTED), or when XLA fits it only by recomputing (FLOPs
+  per image above the row's by RECOMPUTE_TOLERANCE). `first` is the row's own measurement, so
+  only the guesses compile (each takes minutes); `measure_at(batch)` compiles one.
+
+  Returns (batch, capped, trials): batch is None when the row's own batch does not fit; capped
+  when `max_compiles` ran out first, so that batch is a lower bound; trials, each compile's batch,
+  peak, FLOPs per image and verdict.
   """
-  if first["peak_gib"] > first["hbm_gib"]:
-    return None, False
+  hbm = first["hbm_gib"]
+  if first["peak_gib"] > hbm:
+    return None, False, []
   fits = {first["per_device_batch"]: first["peak_gib"]}
-  too_large = {}  # Batch -> its peak, or None where XLA refused to allocate it.
+  too_large = {}  # Batch -> its peak above HBM, or None where there is none to aim by.
+  trials = []
   for _ in range(max_compiles):
-    batch = _next_batch(fits, too_large, first["hbm_gib"], step)
+    batch = _next_batch(fits, too_large, hbm, step)
     if batch is None:
-      return max(fits), False
+      return max(fits), False, trials
     try:
       result = measure_at(batch)
     except Exception as e:  # pylint: disable=broad-except; XLA raises its own error class.
       if "RESOURCE_EXHAUSTED" not in str(e):
         raise
-      print(f"[tpu_compile]   per-device batch {batch}: RESOURCE_EXHAUSTED", flush=True)
-      too_large[batch] = None
-      continue
-    print(
-        f"[tpu_compile]   per-device batch {batch}: peak {result['peak_gib']:.2f} of "
-        f"{result['hbm_gib']} GiB, compiled in {result['compile_s']:.0f} s", flush=True)
-    if result["peak_gib"] > result["hbm_gib"]:
-      too_large[batch] = result["peak_gib"]
+      result = None
+    trial = _trial(batch, result, first["gflop_per_image"], hbm)
+    trials.append(trial)
+    print(f"[tpu_compile]   {_describe(trial)}", flush=True)
+    if trial["verdict"] == "fits":
+      fits[batch] = trial["peak_gib"]
     else:
-      fits[batch] = result["peak_gib"]
-  return max(fits), _next_batch(fits, too_large, first["hbm_gib"], step) is not None
+      too_large[batch] = trial["peak_gib"] if trial["verdict"] == "over HBM" else None
+  return max(fits), _next_batch(fits, too_large, hbm, step) is not None, trials
+
+
+def _trial(batch, result, row_gflop_per_image, hbm_gib):
+  if result is None:
+    return {"batch": batch, "verdict": "RESOURCE_EXHAUSTED"}
+  extra_flops = result["gflop_per_image"] / row_gflop_per_image - 1
+  verdict = ("over HBM" if result["peak_gib"] > hbm_gib else
+             "recomputes" if extra_flops > RECOMPUTE_TOLERANCE else "fits")
+  return {
+      "batch": batch, "verdict": verdict, "peak_gib": result["peak_gib"],
+      "extra_flops_pct": 100 * extra_flops, "compile_s": result["compile_s"]
+  }
+
+
+def _describe(trial):
+  if trial["verdict"] == "RESOURCE_EXHAUSTED":
+    return f"per-device batch {trial['batch']}: RESOURCE_EXHAUSTED"
+  return (f"per-device batch {trial['batch']}: {trial['verdict']}, peak {trial['peak_gib']:.2f} "
+          f"GiB, FLOPs per image {trial['extra_flops_pct']:+.1f}% against the row's, compiled in "
+          f"{trial['compile_s']:.0f} s")
 
 
 def _next_batch(fits, too_large, hbm_gib, step):
@@ -306,8 +335,9 @@ def main():
         **measure(config, row.topology, row.per_device_batch)
     }
     if args.search_batch:
-      record["largest_per_device_batch"], record["largest_batch_capped"] = largest_batch(
-          record, lambda batch: measure(config, row.topology, batch))
+      (record["largest_per_device_batch"], record["largest_batch_capped"],
+       record["batch_search"]) = largest_batch(record,
+                                               lambda batch: measure(config, row.topology, batch))
     print(table([record]).splitlines()[-1], flush=True)
     # Written after every row, so that a long list interrupted keeps the rows it finished.
     text = write([record], output)
@@ -332,7 +362,10 @@ def write(records, output):
           "recomputes from their hidden sums), so jax drops it from the program and its new "
           "value gets a fresh buffer. Rows marked '(padded)' predate that check and compared "
           "XLA's padded aliased bytes with the state's size. Largest batch (`--search_batch`): the "
-          "largest per-device batch, a multiple of 8, whose peak fits the HBM; '≥' where the "
+          "largest per-device batch, a multiple of 8, whose peak fits the HBM without XLA "
+          f"recomputing activations to fit (FLOPs per image within {RECOMPUTE_TOLERANCE:.0%} of "
+          "the row's; each compile "
+          "of the search is in the JSON's batch_search); '≥' where the "
           "search ran out of compiles, '–' where it was not run.\n\n" + table(records) + "\n")
   output.with_suffix(".md").write_text(text)
   output.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")

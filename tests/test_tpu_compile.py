@@ -56,41 +56,59 @@ def test_parameter_bytes_counts_the_donated_inputs_an_output_reuses_and_the_rest
   assert tpu_compile.parameter_bytes(undonated.as_text()) == (0, 8 * 4 + 5)
 
 
-def _fake_measure(per_image_gib, fixed_gib=0.0, hbm_gib=16, exhausted_from=None):
-  """A stand-in for tpu_compile.measure: peak memory linear in the batch, no compile."""
+def _fake_measure(per_image_gib, fixed_gib=0.0, hbm_gib=16, exhausted_from=None,
+                  recomputes_from=None):
+  """A stand-in for tpu_compile.measure: peak memory linear in the batch, no compile.
+
+  From `recomputes_from` on, it fits as XLA does under memory pressure: the peak stays under the
+  HBM, the FLOPs per image go up.
+  """
   compiled = []
 
   def measure_at(batch):
     compiled.append(batch)
     if exhausted_from and batch >= exhausted_from:
       raise RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm.")
+    recomputes = recomputes_from and batch >= recomputes_from
     return {
-        "per_device_batch": batch, "peak_gib": fixed_gib + per_image_gib * batch,
-        "hbm_gib": hbm_gib, "compile_s": 1.0
+        "per_device_batch": batch,
+        "peak_gib": 0.9 * hbm_gib if recomputes else fixed_gib + per_image_gib * batch,
+        "gflop_per_image": 66.0 if recomputes else 64.0, "hbm_gib": hbm_gib, "compile_s": 1.0
     }
 
   return measure_at, compiled
 
 
 @pytest.mark.parametrize(
-    "per_image, fixed, exhausted_from, max_compiles, expected, compiles",
+    "per_image, fixed, exhausted_from, recomputes_from, max_compiles, expected, compiles",
     [
         # Peak proportional to the batch: the first guess is exact (16.0 GiB at 160 fits).
-        (0.1, 0.0, None, 4, (160, False), [160, 168]),
+        (0.1, 0.0, None, None, 4, (160, False), [160, 168]),
         # A fixed part: the first guess falls short, the secant through two measurements is exact.
-        (0.1, 1.0, None, 4, (144, False), [64, 144, 152]),
-        (0.1, 1.0, None, 1, (64, True), [64]),  # Out of compiles: a lower bound.
+        (0.1, 1.0, None, None, 4, (144, False), [64, 144, 152]),
+        (0.1, 1.0, None, None, 1, (64, True), [64]),  # Out of compiles: a lower bound.
         # XLA refuses from 100 on: bisection between what fits and what it refused.
-        (0.1, 0.0, 100, 4, (96, True), [160, 80, 120, 96]),
-        (0.1, 0.0, 100, 5, (96, False), [160, 80, 120, 96, 104]),
-        (3.0, 0.0, None, 4, (None, False), []),  # The row's own batch does not fit.
+        (0.1, 0.0, 100, None, 4, (96, True), [160, 80, 120, 96]),
+        (0.1, 0.0, 100, None, 5, (96, False), [160, 80, 120, 96, 104]),
+        # XLA fits from 100 on by recomputing (3% more FLOPs per image): that is not a fit.
+        (0.1, 0.0, None, 100, 5, (96, False), [160, 80, 120, 96, 104]),
+        (3.0, 0.0, None, None, 4, (None, False), []),  # The row's own batch does not fit.
     ])
 def test_largest_batch_finds_the_boundary_to_a_step_of_8_from_the_rows_measurement(
-    per_image, fixed, exhausted_from, max_compiles, expected, compiles):
-  measure_at, compiled = _fake_measure(per_image, fixed, exhausted_from=exhausted_from)
-  first = {"per_device_batch": 8, "peak_gib": fixed + per_image * 8, "hbm_gib": 16}
-  assert tpu_compile.largest_batch(first, measure_at, max_compiles=max_compiles) == expected
+    per_image, fixed, exhausted_from, recomputes_from, max_compiles, expected, compiles):
+  measure_at, compiled = _fake_measure(per_image, fixed, exhausted_from=exhausted_from,
+                                       recomputes_from=recomputes_from)
+  first = {
+      "per_device_batch": 8, "peak_gib": fixed + per_image * 8, "gflop_per_image": 64.0,
+      "hbm_gib": 16
+  }
+  batch, capped, trials = tpu_compile.largest_batch(first, measure_at, max_compiles=max_compiles)
+  assert (batch, capped) == expected
   assert compiled == compiles  # The row's own batch is not compiled again.
+  assert [t["batch"] for t in trials] == compiles
+  fitting = [t["batch"] for t in trials if t["verdict"] == "fits"]
+  if fitting:
+    assert batch == max(fitting)
 
 
 def test_largest_batch_reraises_errors_other_than_out_of_memory():
@@ -98,6 +116,6 @@ def test_largest_batch_reraises_errors_other_than_out_of_memory():
   def measure_at(batch):
     raise RuntimeError(f"INVALID_ARGUMENT at batch {batch}")
 
-  first = {"per_device_batch": 8, "peak_gib": 1.0, "hbm_gib": 16}
+  first = {"per_device_batch": 8, "peak_gib": 1.0, "gflop_per_image": 64.0, "hbm_gib": 16}
   with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"):
     tpu_compile.largest_batch(first, measure_at)
