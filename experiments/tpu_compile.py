@@ -195,9 +195,12 @@ def parameter_bytes(hlo_text):
 # A batch whose FLOPs per image pass the row's by more than this fits only by XLA recomputing
 # activations (its rematerialization under memory pressure): it trades the chips' time for memory.
 RECOMPUTE_TOLERANCE = 0.01
+# The search's grain (it reports per-device batches that are multiples of this) and its bound.
+BATCH_STEP = 8
+MAX_SEARCH_COMPILES = 4
 
 
-def largest_batch(first, measure_at, step=8, max_compiles=4):
+def largest_batch(first, measure_at, step=BATCH_STEP, max_compiles=MAX_SEARCH_COMPILES):
   """The largest per-device batch, a multiple of `step`, that fits in HBM without recomputation.
 
   Peak memory grows about linearly with the batch, so each compile is at the batch where the line
@@ -313,8 +316,8 @@ def main():
                       help=f"comma-separated rows of {sorted(ROWS)}, or 'all'")
   parser.add_argument(
       "--search_batch", action="store_true",
-      help="also search the largest per-device batch that fits, a multiple of 8 (a secant "
-      "search from the row's peak memory: up to 4 more compiles)")
+      help=f"also search the largest per-device batch that fits, a multiple of {BATCH_STEP} (a "
+      f"secant search from the row's peak memory: up to {MAX_SEARCH_COMPILES} more compiles)")
   parser.add_argument("--output", default=str(RESULTS / "tpu_compile"),
                       help="path prefix of the .md and .json written")
   args = parser.parse_args()
@@ -350,23 +353,24 @@ def write(records, output):
   import libtpu  # pylint: disable=g-import-not-at-top
   output = pathlib.Path(output)
   records = _merged(records, output.with_suffix(".json"))
-  text = (f"# The train step compiled for TPU topologies on a CPU host\n\n"
-          f"`python experiments/tpu_compile.py --rows=ROW[,ROW...]` (rows run one or a few at a "
-          f"time; each keeps its own compile time, measured on the CPU host the row names), "
-          f"jax {jax.__version__}, libtpu "
-          f"{getattr(libtpu, '__version__', '?')}. Memory and FLOPs are XLA's own analysis of "
-          "the compiled per-device program; images/s per chip is the chip's bf16 peak divided "
-          "by the FLOPs per image (both views, online and target networks, backward pass). "
-          "State donated: every input but the batch reuses its buffer for the new state; what "
-          "is left, 'unread', is state the step never reads (BN's moving averages, which Haiku "
-          "recomputes from their hidden sums), so jax drops it from the program and its new "
-          "value gets a fresh buffer. Rows marked '(padded)' predate that check and compared "
-          "XLA's padded aliased bytes with the state's size. Largest batch (`--search_batch`): the "
-          "largest per-device batch, a multiple of 8, whose peak fits the HBM without XLA "
-          f"recomputing activations to fit (FLOPs per image within {RECOMPUTE_TOLERANCE:.0%} of "
-          "the row's; each compile "
-          "of the search is in the JSON's batch_search); '≥' where the "
-          "search ran out of compiles, '–' where it was not run.\n\n" + table(records) + "\n")
+  text = (
+      f"# The train step compiled for TPU topologies on a CPU host\n\n"
+      f"`python experiments/tpu_compile.py --rows=ROW[,ROW...]` (rows run one or a few at a "
+      f"time; each keeps its own compile time, measured on the CPU host the row names), "
+      f"jax {jax.__version__}, libtpu "
+      f"{getattr(libtpu, '__version__', '?')}. Memory and FLOPs are XLA's own analysis of "
+      "the compiled per-device program; images/s per chip is the chip's bf16 peak divided "
+      "by the FLOPs per image (both views, online and target networks, backward pass). "
+      "State donated: every input but the batch reuses its buffer for the new state; what "
+      "is left, 'unread', is state the step never reads (BN's moving averages, which Haiku "
+      "recomputes from their hidden sums), so jax drops it from the program and its new "
+      "value gets a fresh buffer. Rows marked '(padded)' predate that check and compared "
+      "XLA's padded aliased bytes with the state's size. Largest batch (`--search_batch`): the "
+      f"largest per-device batch, a multiple of {BATCH_STEP}, whose peak fits the HBM without XLA "
+      f"recomputing activations to fit (FLOPs per image within {RECOMPUTE_TOLERANCE:.0%} of "
+      "the row's; each compile "
+      "of the search is in the JSON's batch_search); '≥' where the "
+      "search ran out of compiles, '–' where it was not run.\n\n" + table(records) + "\n")
   output.with_suffix(".md").write_text(text)
   output.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
   return text
