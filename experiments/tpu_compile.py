@@ -205,7 +205,8 @@ def largest_batch(first, measure_at, step=BATCH_STEP, max_compiles=MAX_SEARCH_CO
 
   Peak memory grows about linearly with the batch, so each compile is at the batch where the line
   through the measurements nearest the boundary meets the HBM (a secant search, rounded down to
-  `step`; bisection once a batch fails without a peak above HBM to aim by). It ends when one batch
+  `step`). Near the HBM the peak stops growing as XLA starts recomputing activations to fit; there
+  the search doubles its last stride until a batch fails, then bisects. It ends when one batch
   fits and the next multiple of `step` above it does not. A batch fails when its peak passes the
   HBM, when XLA refuses it (RESOURCE_EXHAUSTED), or when XLA fits it only by recomputing (FLOPs
   per image above the row's by RECOMPUTE_TOLERANCE). `first` is the row's own measurement, so
@@ -271,7 +272,10 @@ def _next_batch(fits, too_large, hbm_gib, step):
   nearest = min((b for b in peaks if b != low), key=lambda b: abs(b - low), default=None)
   # With one measurement, peak proportional to the batch: too steep, so the first guess is short.
   slope = peaks[low] / low if nearest is None else (peaks[nearest] - peaks[low]) / (nearest - low)
-  guess = low + step if slope <= 0 else low + (hbm_gib - peaks[low]) / slope
+  if slope > 0:
+    guess = low + (hbm_gib - peaks[low]) / slope
+  else:  # The peak stopped growing: XLA recomputes to fit. Gallop until a batch fails.
+    guess = low + 2 * (low - nearest)
   if high is not None:
     guess = min(guess, high - step if too_large[high] is not None else (low + high) / 2)
   # Rounded first: a line that meets the HBM at 160 computes 159.99999.
@@ -300,7 +304,12 @@ def _largest(record):
   batch = record["largest_per_device_batch"]
   if batch is None:
     return "none fits"
-  return f"{'≥ ' if record['largest_batch_capped'] else ''}{batch}"
+  if not record["largest_batch_capped"]:
+    return str(batch)
+  failed = [
+      t["batch"] for t in record["batch_search"] if t["verdict"] != "fits" and t["batch"] > batch
+  ]
+  return f"{batch}–{min(failed) - BATCH_STEP}" if failed else f"≥ {batch}"
 
 
 def _donation(record):
@@ -368,9 +377,9 @@ def write(records, output):
       "XLA's padded aliased bytes with the state's size. Largest batch (`--search_batch`): the "
       f"largest per-device batch, a multiple of {BATCH_STEP}, whose peak fits the HBM without XLA "
       f"recomputing activations to fit (FLOPs per image within {RECOMPUTE_TOLERANCE:.0%} of "
-      "the row's; each compile "
-      "of the search is in the JSON's batch_search); '≥' where the "
-      "search ran out of compiles, '–' where it was not run.\n\n" + table(records) + "\n")
+      "the row's; each compile of the search is in the JSON's batch_search). Where the search "
+      f"ran out of compiles, 'A–B' says that A fits and B + {BATCH_STEP} does not, '≥ A' that no "
+      "batch it tried failed; '–' where it was not run.\n\n" + table(records) + "\n")
   output.with_suffix(".md").write_text(text)
   output.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
   return text

@@ -57,11 +57,12 @@ def test_parameter_bytes_counts_the_donated_inputs_an_output_reuses_and_the_rest
 
 
 def _fake_measure(per_image_gib, fixed_gib=0.0, hbm_gib=16, exhausted_from=None,
-                  recomputes_from=None):
+                  recomputes_from=None, plateau_gib=None):
   """A stand-in for tpu_compile.measure: peak memory linear in the batch, no compile.
 
   From `recomputes_from` on, it fits as XLA does under memory pressure: the peak stays under the
-  HBM, the FLOPs per image go up.
+  HBM, the FLOPs per image go up. With `plateau_gib`, XLA's pressure starts earlier, as measured
+  on v3: the peak stops growing there while the FLOPs per image rise by less than the tolerance.
   """
   compiled = []
 
@@ -70,10 +71,13 @@ def _fake_measure(per_image_gib, fixed_gib=0.0, hbm_gib=16, exhausted_from=None,
     if exhausted_from and batch >= exhausted_from:
       raise RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm.")
     recomputes = recomputes_from and batch >= recomputes_from
+    peak = fixed_gib + per_image_gib * batch
+    on_plateau = plateau_gib is not None and peak > plateau_gib
     return {
         "per_device_batch": batch,
-        "peak_gib": 0.9 * hbm_gib if recomputes else fixed_gib + per_image_gib * batch,
-        "gflop_per_image": 66.0 if recomputes else 64.0, "hbm_gib": hbm_gib, "compile_s": 1.0
+        "peak_gib": 0.9 * hbm_gib if recomputes else min(peak, plateau_gib or peak),
+        "gflop_per_image": 66.0 if recomputes else 64.3 if on_plateau else 64.0, "hbm_gib": hbm_gib,
+        "compile_s": 1.0
     }
 
   return measure_at, compiled
@@ -109,6 +113,35 @@ def test_largest_batch_finds_the_boundary_to_a_step_of_8_from_the_rows_measureme
   fitting = [t["batch"] for t in trials if t["verdict"] == "fits"]
   if fitting:
     assert batch == max(fitting)
+
+
+@pytest.mark.parametrize(
+    "recomputes_from, max_compiles, expected, compiles",
+    [
+        # Out of compiles, with a batch above that fails: the boundary is known to 248-304.
+        (300, 4, (248, True), [120, 216, 248, 312]),
+        (400, 9, (392, False), [120, 216, 248, 312, 440, 376, 408, 392, 400]),
+    ])
+def test_largest_batch_gallops_where_the_peak_stops_growing(recomputes_from, max_compiles, expected,
+                                                            compiles):
+  measure_at, compiled = _fake_measure(0.07, 0.5, recomputes_from=recomputes_from, plateau_gib=14.0)
+  first = {"per_device_batch": 8, "peak_gib": 1.06, "gflop_per_image": 64.0, "hbm_gib": 16}
+  batch, capped, _ = tpu_compile.largest_batch(first, measure_at, max_compiles=max_compiles)
+  assert (batch, capped) == expected
+  assert compiled == compiles
+
+
+def test_the_table_gives_a_capped_search_as_the_range_it_left_open():
+  record = {
+      "largest_per_device_batch":
+          480, "largest_batch_capped":
+              True, "batch_search": [{"batch": 424,
+                                      "verdict": "fits"}, {"batch": 480, "verdict": "fits"},
+                                     {"batch": 544, "verdict": "recomputes"}]
+  }
+  assert tpu_compile._largest(record) == "480–536"  # pylint: disable=protected-access
+  record["batch_search"] = record["batch_search"][:2]
+  assert tpu_compile._largest(record) == "≥ 480"  # pylint: disable=protected-access
 
 
 def test_largest_batch_reraises_errors_other_than_out_of_memory():
