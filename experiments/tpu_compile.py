@@ -16,6 +16,7 @@ Prints a Markdown table and writes it, with its JSON, to experiments/results/tpu
 """
 import argparse
 import collections
+import functools
 import json
 import math
 import os
@@ -200,7 +201,8 @@ BATCH_STEP = 8
 MAX_SEARCH_COMPILES = 4
 
 
-def largest_batch(first, measure_at, step=BATCH_STEP, max_compiles=MAX_SEARCH_COMPILES):
+def largest_batch(first, measure_at, step=BATCH_STEP, max_compiles=MAX_SEARCH_COMPILES,
+                  keep=lambda batch, capped, trials: None):
   """The largest per-device batch, a multiple of `step`, that fits in HBM without recomputation.
 
   Peak memory grows about linearly with the batch, so each compile is at the batch where the line
@@ -210,7 +212,9 @@ def largest_batch(first, measure_at, step=BATCH_STEP, max_compiles=MAX_SEARCH_CO
   fits and the next multiple of `step` above it does not. A batch fails when its peak passes the
   HBM, when XLA refuses it (RESOURCE_EXHAUSTED), or when XLA fits it only by recomputing (FLOPs
   per image above the row's by RECOMPUTE_TOLERANCE). `first` is the row's own measurement, so
-  only the guesses compile (each takes minutes); `measure_at(batch)` compiles one.
+  only the guesses compile (each takes minutes); `measure_at(batch)` compiles one. Before each,
+  `keep(batch, True, trials)` is given the search so far, so that a search killed mid-compile (its
+  host out of memory, say) can keep what it measured, as a capped one.
 
   Returns (batch, capped, trials): batch is None when the row's own batch does not fit; capped
   when `max_compiles` ran out first, so that batch is a lower bound; trials, each compile's batch,
@@ -226,6 +230,7 @@ def largest_batch(first, measure_at, step=BATCH_STEP, max_compiles=MAX_SEARCH_CO
     batch = _next_batch(fits, too_large, hbm, step)
     if batch is None:
       return max(fits), False, trials
+    keep(max(fits), True, trials)
     try:
       result = measure_at(batch)
     except Exception as e:  # pylint: disable=broad-except; XLA raises its own error class.
@@ -347,13 +352,19 @@ def main():
         **measure(config, row.topology, row.per_device_batch)
     }
     if args.search_batch:
-      (record["largest_per_device_batch"], record["largest_batch_capped"],
-       record["batch_search"]) = largest_batch(record,
-                                               lambda batch: measure(config, row.topology, batch))
+      keep = functools.partial(_keep_search, record, output)
+      keep(
+          *largest_batch(dict(record), functools.partial(measure, config, row.topology), keep=keep))
     print(table([record]).splitlines()[-1], flush=True)
     # Written after every row, so that a long list interrupted keeps the rows it finished.
     text = write([record], output)
   print(text)
+
+
+def _keep_search(record, output, batch, capped, trials):
+  """Puts the batch search so far into `record` and writes it: a search killed keeps its trials."""
+  record.update(largest_per_device_batch=batch, largest_batch_capped=capped, batch_search=trials)
+  write([record], output)
 
 
 def write(records, output):

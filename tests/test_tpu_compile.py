@@ -2,6 +2,7 @@
 
 Needs libtpu (`pip install -e ".[tpu]"`), which CI does not install: skipped without it.
 """
+import copy
 import importlib.util
 import os
 import sys
@@ -129,6 +130,18 @@ def test_largest_batch_gallops_where_the_peak_stops_growing(recomputes_from, max
   batch, capped, _ = tpu_compile.largest_batch(first, measure_at, max_compiles=max_compiles)
   assert (batch, capped) == expected
   assert compiled == compiles
+
+
+def test_largest_batch_hands_over_the_search_so_far_before_each_compile():
+  measure_at, _ = _fake_measure(0.1, 1.0)
+  kept = []
+  first = {"per_device_batch": 8, "peak_gib": 1.8, "gflop_per_image": 64.0, "hbm_gib": 16}
+  result = tpu_compile.largest_batch(first, measure_at,
+                                     keep=lambda *search: kept.append(copy.deepcopy(search)))
+  assert result[:2] == (144, False)
+  # Killed during a compile, the row keeps the batches measured before it, as a capped search.
+  assert [(batch, capped, [t["batch"] for t in trials]) for batch, capped, trials in kept
+         ] == [(8, True, []), (64, True, [64]), (144, True, [64, 144])]
 
 
 def test_the_table_gives_a_capped_search_as_the_range_it_left_open():
