@@ -145,13 +145,9 @@ def test_largest_batch_hands_over_the_search_so_far_before_each_compile():
 
 
 def test_the_table_gives_a_capped_search_as_the_range_it_left_open():
-  record = {
-      "largest_per_device_batch":
-          480, "largest_batch_capped":
-              True, "batch_search": [{"batch": 424,
-                                      "verdict": "fits"}, {"batch": 480, "verdict": "fits"},
-                                     {"batch": 544, "verdict": "recomputes"}]
-  }
+  search = [{"batch": 424, "verdict": "fits"}, {"batch": 480, "verdict": "fits"},
+            {"batch": 544, "verdict": "recomputes"}]
+  record = {"largest_per_device_batch": 480, "largest_batch_capped": True, "batch_search": search}
   assert tpu_compile._largest(record) == "480–536"  # pylint: disable=protected-access
   record["batch_search"] = record["batch_search"][:2]
   assert tpu_compile._largest(record) == "≥ 480"  # pylint: disable=protected-access
