@@ -54,6 +54,9 @@ def base_config():
   c.compute_dtype = "bfloat16"
   # Optimization.
   c.batch_size = 4096  # Global, over all devices of all hosts.
+  # Gradient accumulation: each device's batch runs as this many micro-batches, one at a time,
+  # whose gradients are averaged before the one update; needs norms without batch statistics.
+  c.accumulation_steps = 1
   c.epochs = 1000
   c.max_steps = config_dict.placeholder(int)  # Overrides epochs when set.
   c.base_lr = 0.2  # Scaled by batch_size / 256.
@@ -241,4 +244,31 @@ def validate(c):
     if not c.bn_cross_replica:
       raise ConfigError("config.init='bn_stats' measures the statistics of the global batch, "
                         "which needs config.bn_cross_replica=True.")
+  _validate_accumulation(c)
   return c
+
+
+def _validate_accumulation(c):
+  """Accumulation equals one big batch only where no example's loss depends on the others."""
+  k = c.accumulation_steps
+  if not isinstance(k, int) or k < 1 or c.batch_size % k:
+    raise ConfigError(f"config.accumulation_steps={k!r} must be a positive integer that divides "
+                      f"each device's batch (config.batch_size={c.batch_size} / devices).")
+  if k == 1:
+    return
+  batch_norms = {
+      key: norm
+      for key, norm in zip(("norm", "projector_norm", "predictor_norm"), (c.norm,) + head_norms(c))
+      if norm in ("bn", "bn_stopgrad")
+  }
+  if batch_norms:
+    raise ConfigError(
+        f"config.accumulation_steps={k} with BN ({batch_norms}): BN's statistics would be those of "
+        f"each micro-batch (config.batch_size / {k}), not of the batch. Use norms without batch "
+        "statistics (configs/byol_gn_ws.py, configs/byol_bn_stats.py, or ln/none), or "
+        "accumulation_steps=1 on enough devices for the batch.")
+  if c.method == "simclr":
+    raise ConfigError(
+        f"config.accumulation_steps={k} with method='simclr': each micro-batch would contrast "
+        f"only config.batch_size / {k} negatives, not the batch's. Use accumulation_steps=1 on "
+        "enough devices for the batch.")
