@@ -158,8 +158,10 @@ class Checkpointer:
             _STATE: ocp.StandardCheckpointHandler(),
             _METADATA: ocp.JsonCheckpointHandler(),
         },
+        # cleanup_tmp_directories: the partial step directories of saves a kill interrupted.
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=async_save),
+                                             enable_async_checkpointing=async_save,
+                                             cleanup_tmp_directories=True),
     )
 
   @property
@@ -194,11 +196,14 @@ class Checkpointer:
                       self._directory, latest)
       return False
     host_state = jax.tree.map(_to_host, state)
-    self._manager.save(
-        step, args=ocp.args.Composite(**{
-            _STATE: ocp.args.StandardSave(host_state),
-            _METADATA: ocp.args.JsonSave(dict(metadata)),
-        }), force=True)
+    try:
+      self._manager.save(
+          step, args=ocp.args.Composite(**{
+              _STATE: ocp.args.StandardSave(host_state),
+              _METADATA: ocp.args.JsonSave(dict(metadata)),
+          }), force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._failed(e) from e
     return True
 
   def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
@@ -251,11 +256,30 @@ class Checkpointer:
       raise _corrupt(path, step, steps, _describe(e)) from e
     return restored[_STATE], dict(restored[_METADATA])
 
+  def _failed(self, error) -> CheckpointError:
+    return CheckpointError(
+        f"Writing a checkpoint to {self._directory} failed ({_describe(error)}). The last complete "
+        f"checkpoint is step {self.latest_step()}. Fix the cause (e.g. free disk space or fix "
+        "permissions), then rerun the same command to resume from it.")
+
+  def raise_if_failed(self):
+    """Raises CheckpointError if a background save has failed; returns at once otherwise."""
+    try:
+      self._manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._failed(e) from e
+
   def wait(self):
-    """Returns once every save started so far is complete on disk."""
-    self._manager.wait_until_finished()
+    """Returns once every save started so far is complete on disk; CheckpointError if one failed."""
+    try:
+      self._manager.wait_until_finished()
+      self._manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._failed(e) from e
 
   def close(self):
     """Waits for a save in flight, then releases orbax's resources."""
-    self.wait()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()

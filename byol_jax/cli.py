@@ -18,11 +18,13 @@ from byol_jax import checkpoint
 from byol_jax import config as config_lib
 from byol_jax import files
 from byol_jax import run
+from byol_jax import workdir as workdir_lib
 from byol_jax.data import sources
 
 # Errors whose message says all a user needs: no traceback.
 EXPECTED_ERRORS = (config_lib.ConfigError, sources.DatasetError, sources.DatasetNotFoundError,
-                   sources.CorruptImageError, checkpoint.CheckpointError, run.NonFiniteError)
+                   sources.CorruptImageError, checkpoint.CheckpointError, run.NonFiniteError,
+                   run.HostsDisagreeError, workdir_lib.WorkdirError)
 _OWN_CODE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Library warnings that concern the library's own code, not the run.
 _LIBRARY_NOISE = ("is deprecated and will be removed",)
@@ -52,10 +54,12 @@ def exit_on_expected_error(fn, *args):
 
 
 def report(results, workdir):
-  """Writes WORKDIR/eval.json and prints the one-line summary (process 0)."""
+  """Writes WORKDIR/eval.json, an older one set aside, and prints the one-line summary (process
+  0)."""
   if results is None or jax.process_index() != 0:
     return
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  workdir_lib.set_aside(workdir, ("eval.json",), "a new evaluation replaces it")
   files.write_atomically(epath.Path(workdir) / "eval.json", json.dumps(results, indent=2))
   summary = f"linear top-1 {results['top1']:.4f} | kNN top-1 {results['knn_top1']:.4f}"
   if "random_init_top1" in results:

@@ -18,6 +18,10 @@ METHODS = ("byol", "simclr")
 INITS = ("default", "bn_stats")
 PRESETS = ("", "tiny")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# Keys that change how a run runs, not what it computes: a resumed run may change them.
+HOW_IT_RUNS = ("log_every", "checkpoint_every", "keep_checkpoints", "async_checkpoints",
+               "remat_blocks", "eval", "data_dir", "skip_corrupt_images", "max_image_pixels",
+               "profile_first_step", "profile_steps")
 
 
 class ConfigError(ValueError):
@@ -77,6 +81,9 @@ def base_config():
   c.view2 = ml_collections.ConfigDict(augment.VIEW2)
   # True: leave out and count images that cannot be decoded; False: stop at the first one.
   c.skip_corrupt_images = False
+  # Image files larger than this (width x height, read from the header before decoding) are
+  # refused before any work: one huge image can take gigabytes to decode.
+  c.max_image_pixels = 50_000_000
   # Run.
   c.seed = 0
   c.log_every = 100
@@ -184,6 +191,47 @@ def head_norms(c):
   return (c.projector_norm or c.norm, c.predictor_norm or c.norm)
 
 
+def changed_keys(saved, now):
+  """{key: (saved value, current value)} of the top-level keys that change what a run computes."""
+  return {
+      k: (saved.get(k), now.get(k))
+      for k in sorted(set(saved) | set(now))
+      if saved.get(k) != now.get(k) and k not in HOW_IT_RUNS
+  }
+
+
+def validate_eval(e):
+  """The evaluation keys (config.eval), also those of configs/linear_eval.py."""
+  positive = ("linear_epochs", "linear_batch_size", "knn_k", "batch_size")
+  for key in positive:
+    if isinstance(e[key], bool) or not isinstance(e[key], int) or e[key] < 1:
+      raise ConfigError(f"config.eval.{key}={e[key]!r} must be a positive integer.")
+  for key in ("linear_base_lr", "knn_temperature"):
+    if not e[key] > 0:
+      raise ConfigError(f"config.eval.{key}={e[key]!r} must be > 0.")
+  if not 0 < e.crop_fraction <= 1:
+    raise ConfigError(f"config.eval.crop_fraction={e.crop_fraction!r} must be in (0, 1]: the "
+                      "central part of the image that test views keep (the paper: 0.875).")
+
+
+def _validate_groups(c):
+  """gn_groups must divide the channels of every GN layer, encoder and heads."""
+  channels = {}
+  if c.norm == "gn":
+    channels.update(
+        {f"the encoder's {n}-channel layers": n for n in resnet.norm_channels(c.depth, c.width)})
+  projector_norm, predictor_norm = head_norms(c)
+  if projector_norm == "gn":
+    channels["config.projector_hidden_size"] = c.projector_hidden_size
+  if predictor_norm == "gn":
+    channels["config.predictor_hidden_size"] = c.predictor_hidden_size
+  bad = sorted(what for what, n in channels.items() if n % c.gn_groups)
+  if bad:
+    raise ConfigError(f"config.gn_groups={c.gn_groups} does not divide the channels of {bad}. "
+                      "Fix: choose gn_groups dividing every layer's channels (e.g. a power of 2 "
+                      "no larger than the narrowest layer), or another norm.")
+
+
 def validate(c):
   """Fail fast, naming the key, the value and the fix, before any data or device is touched."""
   _choice(c, "method", METHODS)
@@ -198,7 +246,7 @@ def validate(c):
   _choice(c, "compute_dtype", COMPUTE_DTYPES)
   positive = ("batch_size", "epochs", "image_size", "log_every", "checkpoint_every",
               "keep_checkpoints", "gn_groups", "projector_hidden_size", "projection_size",
-              "predictor_hidden_size", "profile_steps")
+              "predictor_hidden_size", "profile_steps", "max_image_pixels")
   for key in positive:
     if not isinstance(c[key], int) or c[key] < 1:
       raise ConfigError(f"config.{key}={c[key]!r} must be a positive integer.")
@@ -230,6 +278,8 @@ def validate(c):
     if c[view].blur_padding not in augment.BLUR_PADDINGS:
       raise ConfigError(f"config.{view}.blur_padding={c[view].blur_padding!r} must be one of "
                         f"{augment.BLUR_PADDINGS}.")
+  validate_eval(c.eval)
+  _validate_groups(c)
   if c.init == "bn_stats":
     if c.method != "byol":
       raise ConfigError("config.init='bn_stats' is the modified init of BYOL without batch "

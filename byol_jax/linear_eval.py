@@ -12,6 +12,8 @@ import jax
 from ml_collections import config_flags
 
 from byol_jax import cli
+from byol_jax import config as config_lib
+from byol_jax import workdir as workdir_lib
 from byol_jax.evaluation import protocol
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -25,8 +27,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   cli.quiet_library_logs()
-  results = cli.exit_on_expected_error(protocol.evaluate_exported, _CONFIG.value)
+  results = cli.exit_on_expected_error(_evaluate, _CONFIG.value, _WORKDIR.value)
   cli.report(results, _WORKDIR.value)
+
+
+def _evaluate(config, workdir):
+  """Checks the config and the workdir before any work, then evaluates."""
+  config_lib.validate_eval(config.eval)
+  workdir_lib.check_writable(workdir)
+  return protocol.evaluate_exported(config)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ JAX's own flags work too (e.g. `--jax_debug_nans`), and `--verbosity=1` shows th
 logs (orbax, tfds), which are left out by default. `byol_jax.linear_eval` evaluates an exported
 encoder on its own.
 
-A run on an existing workdir resumes from its latest checkpoint; SIGTERM saves and exits.
+A run on an existing workdir resumes from its latest checkpoint, if its config computes the same
+run (else it stops, naming the keys; see --allow_config_change); SIGTERM saves and exits. One run
+holds a workdir at a time (workdir.py).
 Expected failures (a bad config or dataset, a corrupt image or checkpoint, a diverged loss) print
 one message and exit with status 1; anything else keeps its traceback. In a multi-process run, a
 process that loses another (a collective with it fails, or it gives no sign of life for
@@ -29,6 +31,7 @@ from byol_jax import cli
 from byol_jax import config as config_lib
 from byol_jax import peers
 from byol_jax import run
+from byol_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/byol_gn_ws.py or configs/byol.py:tiny.",
@@ -46,6 +49,10 @@ _PEER_TIMEOUT = flags.DEFINE_float(
     "peer_timeout_seconds", 60, "In a multi-process run, how long another process may give no "
     "sign of life before this one reports it lost and exits; under JAX's own heartbeat timeout "
     "(100 s), which aborts with no word about the run.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir even though the config changes what the run "
+    "computes (e.g. another norm or learning rate); without it such a resume stops and names the "
+    "keys. The old config.json is kept in WORKDIR/previous/.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # What a collective or barrier error says when another process of the run is gone.
@@ -63,8 +70,11 @@ def _connect_processes():
     raise app.UsageError(f"--peer_timeout_seconds={_PEER_TIMEOUT.value:g}: give a positive "
                          "number of seconds.")
   if all(given):
+    # The coordinator listens on the address given, not on every interface (JAX's default): its
+    # key-value store has no authentication.
     jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+                               process_id=_PROCESS_ID.value,
+                               coordinator_bind_address=_COORDINATOR.value)
   elif _MULTIHOST_TPU.value:
     jax.distributed.initialize()
   if jax.process_count() == 1:
@@ -76,17 +86,25 @@ def _connect_processes():
 def _train(config, workdir):
   """Trains, exports and evaluates; the results, or None when there is nothing to evaluate."""
   config_lib.validate(config)
+  workdir_lib.check_writable(workdir)
   watch = _connect_processes()
-  trainer = run.Trainer(config, workdir)
+  lock = workdir_lib.Lock(workdir, jax.process_index())
   try:
-    if jax.process_count() == 1:  # Several: JAX's runtime catches it (Trainer._stop_requested).
-      signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop("SIGTERM"))
-    completed = trainer.train()
-    if completed:
-      trainer.export()
+    trainer = run.Trainer(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                          watch=watch, lock=lock)
+    try:
+      if jax.process_count() == 1:  # Several: JAX's runtime catches it (Trainer._stop_requested).
+        signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop("SIGTERM"))
+      completed = trainer.train()
+      if completed:
+        trainer.export()
+    finally:
+      trainer.close()
+    results = _evaluate(config, trainer) if completed else None
+    if results is not None:
+      cli.report(results, workdir)
   finally:
-    trainer.close()
-  results = _evaluate(config, trainer) if completed else None
+    lock.release()
   if watch is not None:
     watch.finished()
   if not completed:
@@ -94,7 +112,6 @@ def _train(config, workdir):
         "Stopped at step %d before the end; the checkpoint is saved. Run the same "
         "command again to resume.", trainer.step)
     sys.exit(143)
-  return results
 
 
 def _evaluate(config, trainer):
@@ -127,12 +144,11 @@ def main(argv):
   cli.quiet_library_logs()
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
-    results = cli.exit_on_expected_error(_train, config, workdir)
+    cli.exit_on_expected_error(_train, config, workdir)
   except jax.errors.JaxRuntimeError as error:
     if jax.process_count() == 1 or not any(s in str(error) for s in _PEER_LOST):
       raise
     _exit_lost_peer(peers.first_line(error))
-  cli.report(results, workdir)
 
 
 if __name__ == "__main__":

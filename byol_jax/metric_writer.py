@@ -16,8 +16,8 @@ class MetricWriter:
 
   A run resumed from step S logs steps S+1... again, so on opening, the record is cut back to what
   the restored state has seen: metrics.jsonl keeps the records of steps <= S (rewritten
-  atomically), and TensorBoard gets a new event file rebuilt from those records while the older
-  event files are deleted. TensorBoard never has to resolve duplicate steps across files, however
+  atomically), and TensorBoard gets a new event file rebuilt from those records, which replaces
+  the older event files (the run first copies a record it cuts into WORKDIR/previous/). TensorBoard never has to resolve duplicate steps across files, however
   its version treats them. A TensorBoard already running keeps what it had loaded until reloaded.
   """
 
@@ -85,6 +85,21 @@ def _records_up_to(path, step):
       if record["step"] <= step:
         records.append(record)
   return records
+
+
+def has_records_after(path, step):
+  """Whether metrics.jsonl at `path` holds a record of a step after `step`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.exists(path):
+    return False
+  with tf.io.gfile.GFile(path) as f:
+    for line in f:
+      try:
+        if json.loads(line)["step"] > step:
+          return True
+      except (json.JSONDecodeError, KeyError):
+        continue
+  return False
 
 
 def flat_hparams(config):

@@ -1,4 +1,5 @@
 """The host-side pretraining loop: state, data, checkpoints, logging, preemption, evaluation."""
+import hashlib
 import json
 import os
 import time
@@ -10,35 +11,47 @@ import numpy as np
 
 from byol_jax import bn_stats
 from byol_jax import checkpoint
+from byol_jax import config as config_lib
 from byol_jax import export
 from byol_jax import files
 from byol_jax import metric_writer
 from byol_jax import model
 from byol_jax import train
+from byol_jax import workdir as workdir_lib
 from byol_jax.data import pipeline
 from byol_jax.data import sources
 from byol_jax.evaluation import protocol
-
-# Config keys that may change when a run is resumed without changing what it computes.
-_RESUMABLE_CHANGES = ("log_every", "checkpoint_every", "keep_checkpoints", "async_checkpoints",
-                      "remat_blocks", "eval", "data_dir", "skip_corrupt_images",
-                      "profile_first_step", "profile_steps")
 
 
 class NonFiniteError(FloatingPointError):
   """The loss or the gradient became NaN or infinite."""
 
 
+class ConfigChangedError(config_lib.ConfigError):
+  """A resumed run whose config computes something else than the checkpoint's run."""
+
+
+class HostsDisagreeError(RuntimeError):
+  """The processes of one run would train different things (config, data or restored step)."""
+
+
 class Trainer:
   """Pretrains one config in one workdir, resuming from its latest checkpoint."""
 
-  def __init__(self, config, workdir):
+  def __init__(self, config, workdir, *, allow_config_change=False, watch=None, lock=None):
+    """`watch`: the peer watch of a multi-process run (peers.Watch), told each step; `lock`: the
+    workdir's lock (workdir.Lock), refreshed at each log step."""
     self.config = config
     self.workdir = workdir
+    self._allow_config_change = allow_config_change
+    self._config_changed = False
+    self._watch = watch
+    self._lock = lock
     pipeline.per_device_batch_size(config.batch_size, jax.process_count(), jax.local_device_count(),
                                    name="config.batch_size")
     self.info = sources.dataset_info(config.dataset, config.data_dir,
-                                     skip_corrupt=config.skip_corrupt_images)
+                                     skip_corrupt=config.skip_corrupt_images,
+                                     max_pixels=config.max_image_pixels)
     if self.info.num_classes == 1:
       logging.warning(
           "%s has a single class: the probe's and the evaluation's top-1 are 1.0 "
@@ -94,7 +107,7 @@ class Trainer:
       return self.untrained_state()
     fresh = self._fresh_state()
     tree, metadata = self.checkpointer.restore(checkpoint_tree(fresh))
-    self._warn_config_changes(metadata.get("config", "{}"))
+    self._check_config(metadata.get("config", "{}"), latest)
     self._skipped_before = metadata.get("skipped_images", 0)
     logging.info("Resumed from %s at step %d.", self.checkpointer.directory, latest)
     return train.TrainState(**{**fresh._asdict(), **tree})
@@ -113,17 +126,54 @@ class Trainer:
         "augmented batch of %d images.", self.config.batch_size)
     return fresh._replace(online_params=params, target_params=params)
 
-  def _warn_config_changes(self, saved_json):
-    saved = json.loads(saved_json)
-    now = json.loads(self.config.to_json())
-    changed = sorted(k for k in set(saved) | set(now)
-                     if saved.get(k) != now.get(k) and k not in _RESUMABLE_CHANGES)
-    if changed:
-      logging.warning(
-          "Resuming with a config that differs from the checkpoint's in %s; the run "
-          "is no longer the one that was started.", changed)
+  def _check_config(self, saved_json, step):
+    """Refuses a config that computes something else than the checkpoint's, unless allowed."""
+    changed = config_lib.changed_keys(json.loads(saved_json), json.loads(self.config.to_json()))
+    if not changed:
+      return
+    listing = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+    if not self._allow_config_change:
+      raise ConfigChangedError(
+          f"{self.workdir} holds a run at step {step} whose config differs from this one in what "
+          f"it computes ({listing}); resuming would mix two runs. Fix: rerun with the config that "
+          "started it, use a new --workdir, or pass --allow_config_change to go on with the new "
+          "values (the old config.json is then kept in previous/).")
+    logging.warning("Resuming step %d with a changed config (--allow_config_change): %s", step,
+                    listing)
+    self._config_changed = True
+
+  def _check_hosts_agree(self, latest_step):
+    """Stops every host with one message unless all would train the same run from the same step."""
+    if jax.process_count() == 1:
+      return
+    facts = np.array([
+        latest_step, self.total_steps, self.info.num_train_examples, self.info.num_left_out,
+        config_fingerprint(self.config)
+    ], np.int64)
+    message = hosts_disagreement(np.asarray(multihost_utils.process_allgather(facts)))
+    if message:
+      raise HostsDisagreeError(message)
+
+  def _keep_previous_record(self):
+    """Sets aside what this run would replace: another run's record on a fresh start; eval.json
+    and encoder/ of a finished run trained further; log records past the restored step."""
+    if jax.process_index() != 0:
+      return
+    if self.step == 0:
+      workdir_lib.set_aside(self.workdir, workdir_lib.RECORD,
+                            "a fresh start: checkpoints/ holds no checkpoint")
+      return
+    workdir_lib.set_aside(self.workdir, ("eval.json", "encoder"),
+                          f"training goes on from step {self.step}, so they are out of date")
+    copied = ("config.json",) if self._config_changed else ()
+    if metric_writer.has_records_after(os.path.join(self.workdir, "metrics.jsonl"), self.step):
+      copied += ("metrics.jsonl", "tensorboard")  # Cut back to the restored step on opening.
+    workdir_lib.set_aside(self.workdir, copied, f"resuming at step {self.step} rewrites them",
+                          copy=True)
 
   def _save(self, skipped):
+    """Starts a save of the current step, once the previous save (if async) completed."""
+    self.checkpointer.wait()
     self.checkpointer.save(self.step, checkpoint_tree(train.unreplicate(self.state)),
                            {"config": self.config.to_json(), "skipped_images": skipped})
 
@@ -179,11 +229,13 @@ class Trainer:
   def train(self):
     """Runs to total_steps. Returns False if stopped early (state saved), True when done."""
     c = self.config
+    self._check_hosts_agree(self.checkpointer.latest_step() or 0)
     host_state = self.latest_state()
     self.step = int(host_state.step)
     self.state = train.replicate(host_state)
     if self.step >= self.total_steps:
       return True
+    self._keep_previous_record()
     self._start(host_state)
     self.writer = metric_writer.MetricWriter(self.workdir, start_step=self.step,
                                              enabled=jax.process_index() == 0,
@@ -199,6 +251,8 @@ class Trainer:
       with jax.profiler.StepTraceAnnotation("train", step_num=self.step + 1):
         self.state, metrics = self.update(self.state, next(batches))
       self.step += 1
+      if self._watch is not None:
+        self._watch.at_step(self.step)
       pending.append((self.step, metrics))
       self._profile.after(self.step, metrics)
       if progress is None:  # The rate and ETA leave out the first step, which compiles.
@@ -213,13 +267,25 @@ class Trainer:
         skipped = self._skipped_images(batches)
         self._flush(pending, progress, skipped)
         pending = []
-        if stop or at_checkpoint:
+        self.checkpointer.raise_if_failed()  # A background save that failed stops the run here.
+        if self._lock is not None:
+          self._lock.refresh()
+        if stop:
+          return self._save_and_stop(skipped)
+        if at_checkpoint:
           self._save(skipped)
-      if stop:
-        self.checkpointer.wait()  # Exit only once the checkpoint is on disk.
-        logging.warning("Stop requested (%s): saved step %d.", self._stop_reason, self.step)
-        return False
+    if self._watch is not None:
+      self._watch.busy()  # Export and evaluation take no steps.
     return True
+
+  def _save_and_stop(self, skipped):
+    """Saves the current step and returns False once it is on disk (or raises why it is not)."""
+    if self._watch is not None:
+      self._watch.busy()
+    self._save(skipped)
+    self.checkpointer.wait()  # Raises CheckpointError if the save failed.
+    logging.warning("Stop requested (%s): saved step %d.", self._stop_reason, self.step)
+    return False
 
   def close(self):
     """Releases orbax's resources, ends a profile still open and closes the metric files."""
@@ -279,3 +345,29 @@ def checkpoint_tree(state):
   """A TrainState as a checkpoint holds it: a dict without the None fields (SimCLR has no
   target)."""
   return {k: v for k, v in state._asdict().items() if v is not None}
+
+
+def config_fingerprint(config):
+  """A 63-bit hash of the keys of `config` that change what a run computes."""
+  computing = {
+      k: v for k, v in json.loads(config.to_json()).items() if k not in config_lib.HOW_IT_RUNS
+  }
+  digest = hashlib.sha256(json.dumps(computing, sort_keys=True).encode()).digest()
+  return int.from_bytes(digest[:8], "little") >> 1
+
+
+_HOST_FACTS = ("restored step", "total steps", "pretraining images", "images left out",
+               "config fingerprint")
+
+
+def hosts_disagreement(facts):
+  """None if every row of facts [process, len(_HOST_FACTS)] is the same, else the message."""
+  differing = [i for i in range(facts.shape[1]) if len(set(facts[:, i].tolist())) > 1]
+  if not differing:
+    return None
+  table = "; ".join(f"{_HOST_FACTS[i]}: " + ", ".join(f"process {p} {facts[p, i]}"
+                                                      for p in range(len(facts)))
+                    for i in differing)
+  return (f"The processes of this run disagree ({table}); they would train different things and "
+          "hang at a collective. Fix: give every host the same command and config, the same "
+          "dataset files and one shared --workdir (e.g. on GCS), then rerun on every host.")

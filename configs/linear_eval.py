@@ -21,6 +21,7 @@ def get_config(preset=""):
   config.image_size = config_dict.placeholder(int)
   config.seed = 0
   config.skip_corrupt_images = False  # As in training: leave out undecodable images.
+  config.max_image_pixels = config_lib.base_config().max_image_pixels  # As in training.
   config.eval = config_lib.base_config().eval
   if preset == "tiny":
     config.eval = config_lib.apply_preset(config_lib.base_config(), "tiny").eval

@@ -275,7 +275,10 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
   _write_images(tmp_path / "a", ["0.png", "1.jpg", "2.png"])
   _write_images(tmp_path / "b", ["3.png", "4.png"])
   bad = tmp_path / "b" / "broken.jpg"
-  bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+  # A JPEG frame header (16x16, 3 components) passes the up-front check; what follows does not
+  # decode.
+  bad.write_bytes(b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03\x01\x22\x00\x02\x11\x01"
+                  b"\x03\x11\x01 this is not a JPEG")
   dataset = f"folder:{tmp_path}"
 
   with pytest.raises(sources.CorruptImageError, match="broken.jpg"):

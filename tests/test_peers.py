@@ -47,14 +47,38 @@ def test_a_peer_that_stops_ticking_is_lost_and_one_that_finished_is_not():
   zero.finished()
 
 
-def test_an_unreachable_store_is_a_lost_coordinator():
+def test_a_store_that_fails_for_a_moment_is_retried_and_one_that_stays_down_is_lost():
   store = _Store()
   (zero, one), lost = _watches(store, 2)
   store.broken = True
+  time.sleep(0.3)  # Shorter than the timeout: retried, nobody is lost.
+  store.broken = False
   time.sleep(0.3)
+  assert lost == [[], []]
+  store.broken = True
+  time.sleep(1.0)
   assert lost[1] == [
-      "process 0, which holds the run's coordination service, is unreachable: UNAVAILABLE: "
-      "failed to connect to all addresses"
+      "process 0, which holds the run's coordination service, is unreachable for 0.5 s: "
+      "UNAVAILABLE: failed to connect to all addresses"
   ]
+  for watch in (zero, one):
+    watch._stop_ticking()  # pylint: disable=protected-access
+
+
+def test_a_peer_whose_loop_stops_while_its_thread_ticks_is_lost_unless_busy():
+  store = _Store()
+  (zero, one), lost = _watches(store, 2)
+  zero.at_step(5)
+  one.busy()  # Compiling or saving: takes no step, and is not judged on steps.
+  time.sleep(1.0)
+  assert lost == [[], []]
+  for step in range(6, 40):  # Both train: steps advance, nobody is lost.
+    zero.at_step(step)
+    one.at_step(step)
+    time.sleep(0.02)
+  assert lost == [[], []]
+  zero.at_step(40)  # Process 1's thread still ticks, but its loop stays at step 39.
+  time.sleep(1.0)
+  assert lost[0] and lost[0][0].startswith("process 1 took no training step for 0.5 s, at step 39")
   for watch in (zero, one):
     watch._stop_ticking()  # pylint: disable=protected-access

@@ -19,6 +19,8 @@ import concurrent.futures
 import functools
 import os
 import re
+import struct
+import time
 from typing import NamedTuple
 
 from absl import logging
@@ -39,7 +41,11 @@ _SPLITS = {
 }
 _DEFAULT_SPLITS = ("train", "train", "test")
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+# Start-of-frame markers, which carry a JPEG's size: SOF0-SOF15 but DHT, JPG and DAC.
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_READ_ATTEMPTS = 3
+# Sub-folder names that mark a folder of splits, not of classes.
+_SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")
 _HEADER_THREADS = 32
 _MAX_NAMED = 5
 _FOLDER_SPLIT = "all"
@@ -202,23 +208,111 @@ def _tfds_source(name, data_dir, split, process_index, process_count, seed, shuf
                 ordered=lambda: host, stream=stream)
 
 
-def _has_image_header(path):
-  try:
-    with tf.io.gfile.GFile(path, "rb") as f:
-      return f.read(8).startswith(_IMAGE_MAGIC)
-  except tf.errors.OpError:
-    return False
+class ImageHeader(NamedTuple):
+  width: int
+  height: int
+  orientation: int = 1  # EXIF orientation of a JPEG: 1 is upright, 2-8 flips and rotations.
 
 
-def _left_out(path, files, skip_corrupt):
-  """The files that do not start like a JPEG, PNG, GIF or BMP, or raises CorruptImageError.
+def _read_header(path):
+  """The ImageHeader of an image file, or None when it does not start like a JPEG, PNG, GIF or BMP.
 
-  Reading 8 bytes per file is cheap next to a run (threads hide a remote store's latency) and
-  finds empty, non-image and garbage files before any work starts. A truncated image with a good
-  header is found only when the stream decodes it.
+  Reads only as far as the dimensions (a JPEG's frame header, past its EXIF data). A read error is
+  retried, then raised as a DatasetError: a file that cannot be read is not a corrupt image.
+  """
+  for attempt in range(_READ_ATTEMPTS):
+    try:
+      with tf.io.gfile.GFile(path, "rb") as f:
+        return _parse_header(f)
+    except tf.errors.OpError as error:
+      if attempt + 1 == _READ_ATTEMPTS:
+        raise DatasetError(f"Cannot read {path!r} ({error.message.strip()}) after "
+                           f"{_READ_ATTEMPTS} attempts. Fix its permissions or the storage, "
+                           "then rerun.") from error
+      time.sleep(0.5 * 2**attempt)
+  raise AssertionError("unreachable")
+
+
+def _parse_header(f):
+  head = f.read(32)
+  if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
+    return ImageHeader(*struct.unpack(">II", head[16:24]))
+  if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+    return ImageHeader(*struct.unpack("<HH", head[6:10]))
+  if head.startswith(b"BM") and len(head) >= 26:
+    if struct.unpack("<I", head[14:18])[0] == 12:  # The old OS/2 header: 16-bit sizes.
+      return ImageHeader(*struct.unpack("<HH", head[18:22]))
+    width, height = struct.unpack("<ii", head[18:26])
+    return ImageHeader(abs(width), abs(height))
+  if head.startswith(b"\xff\xd8\xff"):
+    return _parse_jpeg(f, head)
+  return None
+
+
+def _parse_jpeg(f, data):
+  """Walks a JPEG's marker segments to its frame header, reading EXIF orientation on the way."""
+  position, orientation = 2, 1
+
+  def need(size):
+    nonlocal data
+    while len(data) < size:
+      more = f.read(max(size - len(data), 65536))
+      if not more:
+        return False
+      data += more
+    return True
+
+  while need(position + 4):
+    if data[position] != 0xFF:
+      return None
+    marker = data[position + 1]
+    if marker == 0xFF:  # Fill byte.
+      position += 1
+      continue
+    length = struct.unpack(">H", data[position + 2:position + 4])[0]
+    if marker in _JPEG_FRAME_MARKERS:
+      if not need(position + 9):
+        return None
+      height, width = struct.unpack(">HH", data[position + 5:position + 9])
+      return ImageHeader(width, height, orientation)
+    if marker == 0xDA:  # Scan data before any frame header.
+      return None
+    if marker == 0xE1 and need(position + 4 + length - 2):
+      orientation = _exif_orientation(data[position + 4:position + 2 + length]) or orientation
+    position += 2 + length
+  return None
+
+
+def _exif_orientation(segment):
+  """The orientation tag (0x0112) of an APP1 EXIF segment's first IFD, or None."""
+  if not segment.startswith(b"Exif\0\0") or len(segment) < 14:
+    return None
+  tiff = segment[6:]
+  order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+  if order is None:
+    return None
+  ifd = struct.unpack(order + "I", tiff[4:8])[0]
+  if len(tiff) < ifd + 2:
+    return None
+  for i in range(struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]):
+    entry = tiff[ifd + 2 + 12 * i:ifd + 14 + 12 * i]
+    if len(entry) == 12 and struct.unpack(order + "H", entry[:2])[0] == 0x0112:
+      value = struct.unpack(order + "H", entry[8:10])[0]
+      return value if 1 <= value <= 8 else None
+  return None
+
+
+def _headers(path, files, skip_corrupt):
+  """{file: ImageHeader} of the files that start like an image, read in parallel; the others
+  raise CorruptImageError, or are left out (skip_corrupt).
+
+  Reading a header per file is cheap next to a run (threads hide a remote store's latency) and
+  finds empty, non-image and garbage files, and sizes, before any work starts. A truncated image
+  with a good header is found only when the stream decodes it.
   """
   with concurrent.futures.ThreadPoolExecutor(_HEADER_THREADS) as pool:
-    bad = [f for f, ok in zip(files, pool.map(_has_image_header, files)) if not ok]
+    headers = dict(zip(files, pool.map(_read_header, files)))
+  bad = [f for f, header in headers.items() if header is None]
   if bad and not skip_corrupt:
     raise CorruptImageError(
         f"{len(bad)} of the {len(files)} files of image folder {path!r} are not images (empty, "
@@ -228,48 +322,116 @@ def _left_out(path, files, skip_corrupt):
   if bad:
     logging.warning("Leaving out %d file(s) of %s that are not images: %s", len(bad), path,
                     bad[:_MAX_NAMED])
-  return set(bad)
+  return {f: header for f, header in headers.items() if header is not None}
 
 
-@functools.lru_cache(maxsize=None)
-def _list_folder(path, skip_corrupt=False):
-  """A folder's image files in a fixed shuffled order, their labels, the class names, and the
-  number of files left out as not images (listed and checked once per process)."""
-  gfile = tf.io.gfile
-  if not gfile.isdir(path):
-    raise DatasetNotFoundError(f"Image folder {path!r} does not exist.")
+def _listing(path):
+  """(class names, {class: its files}, other files by extension) of an image folder; a flat folder
+  has the one class None. Local symlinks are followed, but each folder and file is taken once."""
+  local = "://" not in path
+  seen_folders, seen_files, repeats, others = set(), {}, [], {}
 
-  def images_in(folder):
-    return sorted(
-        os.path.join(root, f)
-        for root, _, files in gfile.walk(folder)
-        for f in files
-        if f.lower().endswith(_IMAGE_EXTENSIONS))
+  def files_under(folder, label):
+    found, stack = [], [folder]
+    while stack:
+      current = stack.pop()
+      real = os.path.realpath(current) if local else current
+      if real in seen_folders:
+        repeats.append(f"folder {current} (already read as {real})")
+        continue
+      seen_folders.add(real)
+      for name in sorted(os.listdir(current) if local else tf.io.gfile.listdir(current)):
+        name = name.rstrip("/")
+        full = os.path.join(current, name)
+        if name.startswith("."):
+          continue
+        if tf.io.gfile.isdir(full):
+          stack.append(full)
+        elif not name.lower().endswith(_IMAGE_EXTENSIONS):
+          extension = os.path.splitext(name)[1].lower() or "(none)"
+          others[extension] = others.get(extension, 0) + 1
+        else:
+          real_file = os.path.realpath(full) if local else full
+          if real_file in seen_files:
+            first, first_label = seen_files[real_file]
+            if first_label != label:
+              raise DatasetError(
+                  f"Image folder {path!r} has the same file under two classes: {first} "
+                  f"({first_label}) and {full} ({label}), through a link. Fix: keep one copy.")
+            repeats.append(f"file {full} (already read as {first})")
+            continue
+          seen_files[real_file] = (full, label)
+          found.append(full)
+    return sorted(found)
 
-  entries = sorted(e for e in gfile.listdir(path) if not e.startswith("."))
-  classes = [e.rstrip("/") for e in entries if gfile.isdir(os.path.join(path, e))]
+  entries = sorted(e.rstrip("/") for e in tf.io.gfile.listdir(path) if not e.startswith("."))
+  classes = [e for e in entries if tf.io.gfile.isdir(os.path.join(path, e))]
   top_files = [e for e in entries if e.lower().endswith(_IMAGE_EXTENSIONS)]
   if classes and top_files:
     raise DatasetError(f"Image folder {path!r} mixes class sub-folders {classes[:3]} with images "
                        f"at its top level {top_files[:3]}: use one layout.")
+  split_like = [c for c in classes if c.lower() in _SPLIT_FOLDERS]
+  if len(split_like) >= 2 or (split_like and split_like == classes):
+    raise DatasetError(
+        f"Image folder {path!r} has sub-folders {split_like} that look like splits, not classes. "
+        f"Fix: point the dataset at one split, e.g. {FOLDER_PREFIX}{os.path.join(path, split_like[0])}"
+        " (its sub-folders are the classes; byol_jax holds out 10% of it for testing).")
   if classes:
-    per_class = [images_in(os.path.join(path, c)) for c in classes]
-    files = [f for class_files in per_class for f in class_files]
-    labels = [i for i, class_files in enumerate(per_class) for _ in class_files]
+    per_class = {c: files_under(os.path.join(path, c), c) for c in classes}
+    empty = [c for c, found in per_class.items() if not found]
+    if empty:
+      raise DatasetError(f"Class folders {empty[:_MAX_NAMED]} of image folder {path!r} hold no "
+                         f"images ({', '.join(_IMAGE_EXTENSIONS)}). Fix: remove them or add "
+                         "images; each sub-folder is a class.")
   else:
-    files = [os.path.join(path, f) for f in top_files]
+    per_class = {None: files_under(path, None)}
+  if repeats:
+    logging.warning(
+        "Image folder %s: %d folder(s) or file(s) reached twice through links were "
+        "read once: %s", path, len(repeats), repeats[:_MAX_NAMED])
+  if others:
+    logging.warning(
+        "Image folder %s: %d file(s) that are not JPEG, PNG, GIF or BMP were not read "
+        "(by extension: %s).", path, sum(others.values()),
+        ", ".join(f"{k} {v}" for k, v in sorted(others.items())))
+  return classes, per_class
+
+
+@functools.lru_cache(maxsize=None)
+def _list_folder(path, skip_corrupt=False):
+  """A folder's image files in a fixed shuffled order, their labels, headers and class names, and
+  the number of files left out as not images (listed and checked once per process)."""
+  if not tf.io.gfile.isdir(path):
+    raise DatasetNotFoundError(f"Image folder {path!r} does not exist.")
+  classes, per_class = _listing(path)
+  files = [f for found in per_class.values() for f in found]
+  labels = [i for i, found in enumerate(per_class.values()) for _ in found]
+  if not classes:
     labels = [-1] * len(files)
   if not files:
     raise DatasetNotFoundError(
         f"Image folder {path!r} holds no images ({', '.join(_IMAGE_EXTENSIONS)}).")
-  left_out = _left_out(path, files, skip_corrupt)
-  if left_out:
-    labels = [label for f, label in zip(files, labels) if f not in left_out]
-    files = [f for f in files if f not in left_out]
-    if not files:
-      raise DatasetNotFoundError(f"Image folder {path!r} holds no readable images.")
+  headers = _headers(path, files, skip_corrupt)
+  left_out = len(files) - len(headers)
+  labels = [label for f, label in zip(files, labels) if f in headers]
+  files = [f for f in files if f in headers]
+  if not files:
+    raise DatasetNotFoundError(f"Image folder {path!r} holds no readable images.")
   order = np.random.default_rng(0).permutation(len(files))  # Slices mix the classes.
-  return (np.array(files)[order], np.array(labels, np.int32)[order], classes, len(left_out))
+  files = [files[i] for i in order]
+  return (files, np.array(labels, np.int32)[order], [headers[f] for f in files], classes, left_out)
+
+
+def _check_sizes(path, files, headers, max_pixels):
+  """Refuses images over `max_pixels`, which could take gigabytes each to decode."""
+  big = [(f, h) for f, h in zip(files, headers) if h.width * h.height > max_pixels]
+  if big:
+    named = ", ".join(f"{f} ({h.width}x{h.height})" for f, h in big[:_MAX_NAMED])
+    raise DatasetError(
+        f"{len(big)} image(s) of folder {path!r} have more than config.max_image_pixels="
+        f"{max_pixels:,} pixels: {named}{' ...' if len(big) > _MAX_NAMED else ''}. Decoding one "
+        "takes about 3 bytes per pixel of memory in each parallel decode. Fix: shrink or remove "
+        "them, or raise --config.max_image_pixels if the host has the memory.")
 
 
 def _slice_bounds(split, size):
@@ -291,21 +453,43 @@ def _slice_bounds(split, size):
   return instructions[0].from_ or 0, size if instructions[0].to is None else instructions[0].to
 
 
+def _upright(image_bytes, orientation):
+  """A JPEG whose EXIF orientation is not 1, turned upright and re-encoded as PNG; else as it is
+  (JPEG decoders ignore EXIF, and re-encoding only these keeps the others' fused decode-and-crop)."""
+
+  def turned():
+    image = tf.io.decode_jpeg(image_bytes, channels=3)
+    transposed = tf.transpose(image, [1, 0, 2])
+    upright = tf.switch_case(orientation - 2, [
+        lambda: image[:, ::-1], lambda: image[::-1, ::-1], lambda: image[::-1], lambda: transposed,
+        lambda: transposed[:, ::-1], lambda: transposed[::-1, ::-1], lambda: transposed[::-1]
+    ])
+    return tf.io.encode_png(upright)
+
+  return tf.cond(orientation > 1, turned, lambda: image_bytes)
+
+
 def _folder_source(path, split, process_index, process_count, seed, skip_corrupt):
   """A host's shard of a folder split; each epoch is a seeded permutation of its files."""
-  files, labels, _, _ = _list_folder(path, skip_corrupt)
+  files, labels, headers, _, _ = _list_folder(path, skip_corrupt)
   start, stop = _slice_bounds(split, len(files))
   bounds = np.linspace(start, stop, process_count + 1).astype(int)
-  files = files[bounds[process_index]:bounds[process_index + 1]]
-  labels = labels[bounds[process_index]:bounds[process_index + 1]]
+  host = slice(bounds[process_index], bounds[process_index + 1])
+  files, labels, headers = files[host], labels[host], headers[host]
   size = len(files)
   if not size:
     raise DatasetError(f"Split {split!r} of image folder {path!r} gives host {process_index} of "
                        f"{process_count} no images.")
-  files_t, labels_t = tf.constant(files), tf.constant(labels)
+  # Bytes: a local file name need not be UTF-8.
+  files_t = tf.constant([os.fsencode(f) for f in files])
+  labels_t = tf.constant(labels)
+  orientations_t = tf.constant([h.orientation for h in headers], tf.int32)
 
   def read(i):
-    return {"image": tf.io.read_file(files_t[i]), "label": labels_t[i], "id": files_t[i]}
+    return {
+        "image": _upright(tf.io.read_file(files_t[i]), orientations_t[i]), "label": labels_t[i],
+        "id": files_t[i]
+    }
 
   def epoch_order(epoch):
     return tf.random.experimental.stateless_shuffle(
@@ -345,14 +529,18 @@ def require_labels(source):
                        f"pretraining only. Put the images of each class in their own sub-folder.")
 
 
-def dataset_info(dataset, data_dir, skip_corrupt=False):
+def dataset_info(dataset, data_dir, skip_corrupt=False, max_pixels=None):
   """Sizes and split names of a dataset (raises DatasetNotFoundError if it is not prepared).
 
-  An image folder's files are checked up front (see `_left_out`): CorruptImageError, or with
-  `skip_corrupt` the files that are not images are left out and counted in `num_left_out`.
+  An image folder's files are checked up front (see `_headers`): CorruptImageError, or with
+  `skip_corrupt` the files that are not images are left out and counted in `num_left_out`; and
+  an image of more than `max_pixels` (if given) is refused with a DatasetError.
   """
   if dataset.startswith(FOLDER_PREFIX):
-    files, labels, classes, left_out = _list_folder(dataset[len(FOLDER_PREFIX):], skip_corrupt)
+    path = dataset[len(FOLDER_PREFIX):]
+    files, labels, headers, classes, left_out = _list_folder(path, skip_corrupt)
+    if max_pixels is not None:
+      _check_sizes(path, files, headers, max_pixels)
     if not classes:
       return DatasetInfo(len(files), 0, _FOLDER_SPLIT, None, None, left_out)
     pretrain, train, test = _FOLDER_LABELED_SPLITS

@@ -32,9 +32,9 @@ def _identity(x):
 
 
 def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, seed=0,
-                      skip_corrupt=False):
+                      skip_corrupt=False, max_pixels=None):
   """{'top1', 'top5', 'knn_top1', ...} of one frozen encoder on `dataset`'s train/test splits."""
-  info = sources.dataset_info(dataset, data_dir, skip_corrupt=skip_corrupt)
+  info = sources.dataset_info(dataset, data_dir, skip_corrupt=skip_corrupt, max_pixels=max_pixels)
   e = eval_config
 
   def batches(split):
@@ -83,7 +83,8 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
 def evaluate_encoder(config, embed_fn, random_init_embed_fn=None):
   """Evaluates a run's encoder, and the same protocol on a random-init encoder for reference."""
   kwargs = dict(dataset=config.dataset, data_dir=config.data_dir, image_size=config.image_size,
-                eval_config=config.eval, seed=config.seed, skip_corrupt=config.skip_corrupt_images)
+                eval_config=config.eval, seed=config.seed, skip_corrupt=config.skip_corrupt_images,
+                max_pixels=config.max_image_pixels)
   results = evaluate_features(embed_fn, **kwargs)
   if random_init_embed_fn is not None and config.eval.random_init_baseline:
     baseline = evaluate_features(random_init_embed_fn, **kwargs)
@@ -107,4 +108,5 @@ def evaluate_exported(config):
                            arch["dataset"], data_dir=config.data_dir,
                            image_size=config.image_size or arch["image_size"],
                            eval_config=config.eval, seed=config.seed,
-                           skip_corrupt=config.skip_corrupt_images)
+                           skip_corrupt=config.skip_corrupt_images,
+                           max_pixels=config.max_image_pixels)

@@ -49,6 +49,14 @@ def embedding_size(depth: int, width: float) -> int:
   return int(_STAGE_CHANNELS[-1] * width) * (_BOTTLENECK_EXPANSION if bottleneck else 1)
 
 
+def norm_channels(depth: int, width: float) -> set[int]:
+  """The channel counts of every norm layer of ResNet(depth, width), stem included."""
+  bottleneck, _ = _DEPTHS[depth]
+  stages = [int(c * width) for c in _STAGE_CHANNELS]
+  expanded = [c * _BOTTLENECK_EXPANSION for c in stages] if bottleneck else []
+  return {int(64 * width), *stages, *expanded}
+
+
 def is_last_block_norm(module_path: str) -> bool:
   """Whether a params-dict key is the last norm of a residual block's main path.
 
