@@ -34,5 +34,8 @@ setuptools.setup(
         "tpu": ["jax[tpu]"],
         # Only experiments/bench_train_step.py's PyTorch baseline; never imported by byol_jax.
         "bench": ["torch==2.13.0"],
+        # byol_jax.export_torch (the encoder as PyTorch weights) and its tests; torch_resnet.py
+        # itself needs only torch (tested with 2.13 and 2.14).
+        "torch": ["torch==2.13.0"],
     },
 )

@@ -64,8 +64,8 @@ def save_encoder(directory, config, params, state):
                          json.dumps({k: config[k] for k in _CONFIG_KEYS}, indent=2))
 
 
-def load_encoder(directory):
-  """Returns a jitted embed(images uint8 [B, H, W, 3]) -> [B, D] of the exported encoder."""
+def read_encoder(directory):
+  """(architecture config, params, state) of an export, as numpy arrays; for converters too."""
   path = epath.Path(directory) / "encoder.npz"
   if not path.exists():
     raise FileNotFoundError(f"No exported encoder at {path}; a finished training run writes one "
@@ -74,4 +74,9 @@ def load_encoder(directory):
       {**_OLD_EXPORT_DEFAULTS, **json.loads((path.parent / "config.json").read_text())})
   with np.load(io.BytesIO(path.read_bytes())) as data:
     arrays = dict(data)
-  return model.make_embed_fn(arch, _unflatten(arrays, _PARAMS), _unflatten(arrays, _STATE))
+  return arch, _unflatten(arrays, _PARAMS), _unflatten(arrays, _STATE)
+
+
+def load_encoder(directory):
+  """Returns a jitted embed(images uint8 [B, H, W, 3]) -> [B, D] of the exported encoder."""
+  return model.make_embed_fn(*read_encoder(directory))
