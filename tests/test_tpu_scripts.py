@@ -307,3 +307,17 @@ def test_launch_refuses_a_second_run(env, tmp_path):
     sleeper.kill()
     sleeper.wait()
   assert again.returncode == 1 and "already going" in again.stderr
+
+
+@pytest.mark.parametrize("value", ['$(touch "$HOME/injected")', '`touch "$HOME/injected"`'])
+def test_worker_logs_arguments_without_running_them(env, tmp_path, value):
+  override = f"--config.note={value}"
+  result, home, calls = _launch_on_fake_worker(env, tmp_path, [0], override)
+  assert result.returncode == 0, result.stderr
+  assert not (home / "injected").exists()  # Logging the command line ran nothing in it.
+  assert calls == [
+      "python -m byol_jax.main --multihost_tpu --config=configs/byol_gn_ws.py "
+      f"--workdir=gs://bkt/runs/gn-ws --config.data_dir=gs://bkt/tensorflow_datasets {override}"
+  ]
+  log = (home / "byol_runs" / "gn-ws.log").read_text()
+  assert "attempt 1: python -m byol_jax.main" in log and "touch" in log

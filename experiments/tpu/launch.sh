@@ -91,14 +91,17 @@ set -uo pipefail
 runs=\$HOME/byol_runs
 log=\$runs/$RUN.log
 resume_loop=$RESUME_LOOP
+train=($train_line)
 echo \$\$ > \"\$runs/loop.pid\"
 cd \"\$HOME/byol_jax\" || exit 1
 export PATH=\"\$HOME/byol_jax/.venv/bin:\$PATH\"
 attempt=0
 while :; do
   attempt=\$((attempt + 1))
-  echo \"== \$(date -u +%Y-%m-%dT%H:%M:%SZ) \$(hostname) attempt \$attempt: $train_line\" >> \"\$log\"
-  $train_line >> \"\$log\" 2>&1 &
+  # printf %q, not echo in double quotes: an argument's \$(...) or backquotes must not run here.
+  { printf '== %s %s attempt %s:' \"\$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"\$(hostname)\" \"\$attempt\"
+    printf ' %q' \"\${train[@]}\"; echo; } >> \"\$log\"
+  \"\${train[@]}\" >> \"\$log\" 2>&1 &
   pid=\$!
   echo \"\$pid\" > \"\$runs/train.pid\"
   wait \"\$pid\"
