@@ -321,3 +321,44 @@ def test_worker_logs_arguments_without_running_them(env, tmp_path, value):
   ]
   log = (home / "byol_runs" / "gn-ws.log").read_text()
   assert "attempt 1: python -m byol_jax.main" in log and "touch" in log
+
+
+# A worker's interpreter of version $VERSION: answers setup.sh's version check and makes venvs whose
+# pip "installs" uv by copying a fake uv (in $HOME/bin) that logs its arguments.
+_FAKE_WORKER_PYTHON = """#!/usr/bin/env bash
+echo "$0 $*" >> "$HOME/calls"
+case $1 in
+  -c) [ "$VERSION" != 3.10 ] ;;
+  -m) mkdir -p "$3/bin" && cp "$HOME/bin/pip" "$3/bin/pip" ;;
+esac
+"""
+_FAKE_PIP = """#!/usr/bin/env bash
+cp "$HOME/bin/uv" "$(dirname "$0")/uv"
+"""
+_FAKE_UV = """#!/usr/bin/env bash
+echo "uv $*" >> "$HOME/calls"
+"""
+
+
+@pytest.mark.parametrize("version,uses_uv", [("3.10", True), ("3.11", False)])
+def test_setup_makes_the_venv_with_python_3_11(env, tmp_path, version, uses_uv):
+  home = tmp_path / "home"
+  (home / "byol_jax").mkdir(parents=True)
+  (home / "bin").mkdir()
+  python = home / "bin" / "python_worker"
+  for path, text in ((python, _FAKE_WORKER_PYTHON), (home / "bin" / "pip", _FAKE_PIP),
+                     (home / "bin" / "uv", _FAKE_UV)):
+    _write_exe(path, text)
+  assert _run("setup.sh", "byol", "z", "--repo-url", "u", "--python", str(python),
+              env=env).returncode == 0
+  remote = _command_of(_gcloud_calls(env)[-1])
+  # The lines that choose the interpreter: from `cd ~/byol_jax` up to the first pip install.
+  venv_lines = remote[remote.index("cd ~/byol_jax"):remote.index(".venv/bin/python -m pip")]
+  result = subprocess.run(["sh", "-c", "set -eu\n" + venv_lines], capture_output=True, text=True,
+                          env=dict(env, HOME=str(home), VERSION=version), timeout=30, check=False)
+  assert result.returncode == 0, result.stderr
+  calls = (home / "calls").read_text()
+  if uses_uv:
+    assert "uv venv --seed --python 3.11 .venv" in calls
+  else:
+    assert f"{python} -m venv .venv" in calls and "uv " not in calls

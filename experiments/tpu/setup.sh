@@ -9,11 +9,14 @@ Usage: setup.sh NAME ZONE [--repo-url URL] [--python PYTHON] [--dry-run]
 
   (default)        copy this checkout (without .git, .venv and caches) to ~/byol_jax on every worker
   --repo-url URL   git clone URL into ~/byol_jax on every worker instead (pull if already cloned)
-  --python PYTHON  interpreter on the workers that makes the venv (default: python3)
+  --python PYTHON  interpreter on the workers that makes the venv (default: python3); if it is
+                   older than 3.11 (the TPU images' Ubuntu 22.04 has 3.10), uv makes the venv with
+                   its own CPython 3.11 instead, so the workers get the jax that CI tests
   --dry-run        print the commands instead of running them
 
-On every worker: apt-get python3-venv and tmux, make ~/byol_jax/.venv, pip install -e . and then
-jax[tpu] at the jax version that pip chose. Safe to run again after changing the code.
+On every worker: apt-get python3-venv and tmux, make ~/byol_jax/.venv (Python >= 3.11), pip
+install -e . and then jax[tpu] at the jax version that pip chose. Safe to run again after changing
+the code; a venv left by an older run on Python < 3.11 is made anew.
 EOF
   exit "${1:-2}"
 }
@@ -58,7 +61,17 @@ sudo apt-get -o DPkg::Lock::Timeout=600 -qq update
 sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq install -y python3-venv tmux git
 $get_code
 cd ~/byol_jax
-[ -x .venv/bin/python ] || $(q "$PYTHON") -m venv .venv
+new_enough=\"import sys; sys.exit(sys.version_info < (3, 11))\"
+if ! { [ -x .venv/bin/python ] && .venv/bin/python -c \"\$new_enough\"; }; then
+  rm -rf .venv
+  if $(q "$PYTHON") -c \"\$new_enough\"; then
+    $(q "$PYTHON") -m venv .venv
+  else
+    # jax >= 0.7 needs Python 3.11; uv downloads a standalone CPython 3.11 for the venv.
+    $(q "$PYTHON") -m venv ~/.byol_uv && ~/.byol_uv/bin/pip install -q uv
+    ~/.byol_uv/bin/uv venv --seed --python 3.11 .venv
+  fi
+fi
 .venv/bin/python -m pip install -q -U pip
 .venv/bin/python -m pip install -q -e .
 jax_version=\$(.venv/bin/python -c 'import jax; print(jax.__version__)')
