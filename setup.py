@@ -1,5 +1,6 @@
 """byol_jax: BYOL without batch statistics, in JAX/Haiku."""
 import pathlib
+import re
 
 import setuptools
 
@@ -9,6 +10,12 @@ HERE = pathlib.Path(__file__).parent
 def _requirements():
   lines = (HERE / "requirements.txt").read_text().splitlines()
   return [l.strip() for l in lines if l.strip() and not l.startswith("#")]
+
+
+def _with_extra(package, extra):
+  """`package`'s line of requirements.txt with `extra` added, so both name the same range."""
+  (line,) = [l for l in _requirements() if re.match(rf"{package}\s*[<>=!~]", l)]
+  return f"{package}[{extra}]{line[len(package):]}"
 
 
 setuptools.setup(
@@ -30,6 +37,9 @@ setuptools.setup(
             "pytest>=7", "pytest-xdist>=3", "matplotlib>=3.7", "hypothesis>=6", "yapf==0.43.0"
         ],
         "experiments": ["matplotlib>=3.7"],
+        # NVIDIA GPUs: jaxlib's CUDA 12 plugin with CUDA from pip, over requirements.txt's jax range
+        # (jax 0.10 also offers jax[cuda13] for CUDA 13 drivers).
+        "gpu": [_with_extra("jax", "cuda12")],
         # Compiling for TPU topologies on any host (experiments/tpu_compile.py), and TPU VMs.
         "tpu": ["jax[tpu]"],
         # Only experiments/bench_train_step.py's PyTorch baseline; never imported by byol_jax.
