@@ -16,6 +16,7 @@ from byol_jax import checkpoint
 from byol_jax import config as config_lib
 from byol_jax import export
 from byol_jax import run
+from byol_jax import workdir as workdir_lib
 from train_helpers import small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,6 +185,35 @@ def test_preempted_and_killed_runs_resume_exactly_with_a_clean_record(tmp_path, 
     assert set(one) == set(other)
     for key in one:
       np.testing.assert_array_equal(one[key], other[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_a_changed_config_a_second_run_and_a_fresh_start_lose_nothing(tmp_path, shapes10_dir,
+                                                                      straight):
+  workdir = tmp_path / "copy"
+  shutil.copytree(straight[0], workdir)
+
+  def contents():
+    return {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and "lock" not in p.name}
+
+  before = contents()
+  result = _run(workdir, shapes10_dir, *STRAIGHT, "--config.norm=ln", check=False)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "ConfigChangedError" in result.stderr and "norm: 'gn' -> 'ln'" in result.stderr
+  assert "--allow_config_change" in result.stderr
+  held = workdir_lib.Lock(workdir)  # As a run still training there would.
+  result = _run(workdir, shapes10_dir, *STRAIGHT, check=False)
+  held.release()
+  assert result.returncode == 1 and f"pid {os.getpid()}" in result.stderr, result.stderr[-3000:]
+  assert contents() == before
+
+  shutil.move(workdir / "checkpoints", tmp_path / "moved_aside")  # A fresh start in a used workdir.
+  _run(workdir, shapes10_dir, "--config.max_steps=2", "--config.checkpoint_every=1")
+  (previous,) = (workdir / "previous").iterdir()
+  for path, data in before.items():
+    if "checkpoints" not in path.parts:
+      assert (previous / path.relative_to(workdir)).read_bytes() == data, path
+  assert [m["step"] for m in _metrics(workdir)] == [1, 2]
 
 
 class _UnionOfHostSlices(run.Trainer):

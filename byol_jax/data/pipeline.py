@@ -86,7 +86,7 @@ class _Batches:
       try:
         crops.decode(record["image"])
       except tf.errors.InvalidArgumentError as decode_error:
-        image_id = record["id"].numpy().decode()
+        image_id = record["id"].numpy().decode(errors="replace")
         raise sources.CorruptImageError(
             f"Cannot decode image {image_id!r} of {self._source.name} (position "
             f"{int(position)} of this host's stream): {decode_error.message.strip()} Remove or "

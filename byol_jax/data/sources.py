@@ -222,7 +222,8 @@ def _read_header(path):
   """
   for attempt in range(_READ_ATTEMPTS):
     try:
-      with tf.io.gfile.GFile(path, "rb") as f:
+      # Bytes: a local file name need not be UTF-8.
+      with tf.io.gfile.GFile(os.fsencode(path) if "://" not in path else path, "rb") as f:
         return _parse_header(f)
     except tf.errors.OpError as error:
       if attempt + 1 == _READ_ATTEMPTS:
@@ -345,7 +346,7 @@ def _listing(path):
         full = os.path.join(current, name)
         if name.startswith("."):
           continue
-        if tf.io.gfile.isdir(full):
+        if os.path.isdir(full) if local else tf.io.gfile.isdir(full):
           stack.append(full)
         elif not name.lower().endswith(_IMAGE_EXTENSIONS):
           extension = os.path.splitext(name)[1].lower() or "(none)"
