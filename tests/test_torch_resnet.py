@@ -1,4 +1,4 @@
-"""Tests for byol_jax.torch_resnet against torchvision's ResNet (skipped where torchvision is absent).
+"""Tests for byol_jax.torch_resnet against torchvision (skipped where torchvision is absent).
 
 torchvision's wheels import only beside the torch build they were made for, which CI does not
 install (its torch is the CPU build); these run where both import. test_export_torch.py checks
