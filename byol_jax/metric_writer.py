@@ -16,9 +16,10 @@ class MetricWriter:
 
   A run resumed from step S logs steps S+1... again, so on opening, the record is cut back to what
   the restored state has seen: metrics.jsonl keeps the records of steps <= S (rewritten
-  atomically), and TensorBoard gets a new event file rebuilt from those records, which replaces
-  the older event files (the run first copies a record it cuts into WORKDIR/previous/). TensorBoard never has to resolve duplicate steps across files, however
-  its version treats them. A TensorBoard already running keeps what it had loaded until reloaded.
+  atomically), and TensorBoard gets a new event file rebuilt from those records, which replaces the
+  older event files (the run first copies a record it cuts into WORKDIR/previous/). TensorBoard
+  never has to resolve duplicate steps across files, however its version treats them. A
+  TensorBoard already running keeps what it had loaded until reloaded.
   """
 
   def __init__(self, workdir, *, start_step=0, enabled=True, hparams=None):

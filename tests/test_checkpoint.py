@@ -1,6 +1,7 @@
 """Tests for byol_jax.checkpoint: round trip, retention, bad checkpoints."""
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -262,3 +263,16 @@ def test_failed_restore_reports_once(tmp_path, monkeypatch):
     checkpointer.restore(state)
   time.sleep(1)  # The reads in flight finish on other threads.
   assert not reports, [str(r.exc_value) for r in reports]
+
+
+def test_a_failed_background_save_is_reported_with_its_cause_and_the_last_good_step(tmp_path):
+  directory = tmp_path / "checkpoints"
+  checkpointer = ckpt_lib.Checkpointer(directory, async_save=True)
+  checkpointer.save(1, {"a": np.ones(3)}, {"note": "good"})
+  checkpointer.wait()
+  shutil.rmtree(directory)
+  directory.write_text("a file where the checkpoints were")  # Every later write fails.
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match=r"failed \(NotADirectoryError.*last complete checkpoint is step 1"):
+    checkpointer.save(2, {"a": np.ones(3)}, {"note": "lost"})
+    checkpointer.wait()

@@ -1,4 +1,4 @@
-"""Owning a workdir: the lock, what is set aside instead of deleted, and refusals that name the fix."""
+"""Owning a workdir: the lock, what is set aside instead of deleted, refusals that name the fix."""
 import json
 import os
 import signal

@@ -375,7 +375,8 @@ def _listing(path):
   if len(split_like) >= 2 or (split_like and split_like == classes):
     raise DatasetError(
         f"Image folder {path!r} has sub-folders {split_like} that look like splits, not classes. "
-        f"Fix: point the dataset at one split, e.g. {FOLDER_PREFIX}{os.path.join(path, split_like[0])}"
+        "Fix: point the dataset at one split, e.g. "
+        f"{FOLDER_PREFIX}{os.path.join(path, split_like[0])}"
         " (its sub-folders are the classes; byol_jax holds out 10% of it for testing).")
   if classes:
     per_class = {c: files_under(os.path.join(path, c), c) for c in classes}
@@ -455,8 +456,10 @@ def _slice_bounds(split, size):
 
 
 def _upright(image_bytes, orientation):
-  """A JPEG whose EXIF orientation is not 1, turned upright and re-encoded as PNG; else as it is
-  (JPEG decoders ignore EXIF, and re-encoding only these keeps the others' fused decode-and-crop)."""
+  """A JPEG whose EXIF orientation is not 1, turned upright and re-encoded as PNG; else as it is.
+
+  JPEG decoders ignore EXIF; re-encoding only these keeps the others' fused decode-and-crop.
+  """
 
   def turned():
     image = tf.io.decode_jpeg(image_bytes, channels=3)
