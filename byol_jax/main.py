@@ -84,7 +84,7 @@ def _connect_processes():
 
 
 def _train(config, workdir):
-  """Trains, exports and evaluates; the results, or None when there is nothing to evaluate."""
+  """Trains, exports, evaluates and writes eval.json, holding the workdir's lock throughout."""
   config_lib.validate(config)
   workdir_lib.check_writable(workdir)
   watch = _connect_processes()
