@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from byol_jax import compile_options
+from byol_jax import config as config_lib
 from byol_jax import losses
 from byol_jax import model
 from byol_jax import optim
@@ -179,7 +180,9 @@ def make_loss_fn(config, network, probe):
 
   The returned loss is the method's loss plus the probe's (if `probe` is not None); the probe sees
   stop_gradient(features), so its loss sends no gradient into the encoder, and `targets` (the
-  target network's outputs) enter only under stop_gradient.
+  target network's outputs) enter only under stop_gradient. aux holds the losses, the new
+  online_state and both views' projections, from which the collapse monitors are computed over
+  the whole batch.
   """
   is_byol = config.method == "byol"
 
@@ -192,7 +195,7 @@ def make_loss_fn(config, network, probe):
       loss = losses.infonce_loss(outputs[0]["projection"], outputs[1]["projection"],
                                  config.temperature, axis_name=model.AXIS)
     aux = dict(online_state=online_state, loss=loss,
-               **losses.collapse_metrics(outputs[0]["projection"], outputs[1]["projection"]))
+               projections=[jax.lax.stop_gradient(out["projection"]) for out in outputs])
     if probe is None:
       return loss, aux
     embeddings = jnp.concatenate([outputs[0]["embedding"], outputs[1]["embedding"]])
@@ -204,26 +207,55 @@ def make_loss_fn(config, network, probe):
   return loss_fn
 
 
+def micro_batches(batch, accumulation_steps):
+  """Each leaf [B, ...] -> [accumulation_steps, B / accumulation_steps, ...], in order.
+
+  An example keeps its global index, so its augmentation is the one it gets in one big batch.
+  """
+  size = jax.tree.leaves(batch)[0].shape[0]
+  if size % accumulation_steps:
+    raise config_lib.ConfigError(
+        f"config.accumulation_steps={accumulation_steps} does not divide the per-device batch of "
+        f"{size}: use a divisor of it, or a config.batch_size that makes it a multiple.")
+  return jax.tree.map(
+      lambda x: x.reshape((accumulation_steps, size // accumulation_steps) + x.shape[1:]), batch)
+
+
 def make_update(config, *, num_classes, steps_per_epoch):
-  """Returns per_replica_update(state, batch) -> (state, metrics), to be mapped over model.AXIS."""
+  """Returns per_replica_update(state, batch) -> (state, metrics), to be mapped over model.AXIS.
+
+  With config.accumulation_steps = k, the replica's batch runs as k micro-batches in a lax.scan,
+  so only one micro-batch's activations are alive at a time; their gradients are averaged before
+  the one update. Without batch statistics (which config.validate requires for k > 1) that is the
+  update of the whole batch.
+  """
   network = model.make_network(config)
   probe = model.make_probe(num_classes)
   schedules = make_schedules(config, steps_per_epoch)
   optimizer, probe_optimizer = make_optimizers(config, schedules)
   is_byol = config.method == "byol"
   loss_fn = make_loss_fn(config, network, probe)
+  grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
 
   def per_replica_update(state: TrainState, batch):
-    views = augment_views(config, batch, state.step)
-    targets, target_state = None, None
-    if is_byol:
-      targets, target_state = apply_to_views(network, state.target_params, state.target_state,
-                                             views)
-      targets = jax.lax.stop_gradient(targets)
-    grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
-    (grads, probe_grads), aux = grad_fn(state.online_params, state.probe_params, state.online_state,
-                                        views, targets, batch["label"])
-    grads, probe_grads = _mean_over_replicas((grads, probe_grads))
+    k = config.accumulation_steps
+
+    def accumulate(carry, micro_batch):
+      grad_sum, online_state, target_state = carry
+      views = augment_views(config, micro_batch, state.step)
+      targets = None
+      if is_byol:
+        targets, target_state = apply_to_views(network, state.target_params, target_state, views)
+        targets = jax.lax.stop_gradient(targets)
+      grads, aux = grad_fn(state.online_params, state.probe_params, online_state, views, targets,
+                           micro_batch["label"])
+      grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+      return (grad_sum, aux.pop("online_state"), target_state), aux
+
+    zeros = jax.tree.map(jnp.zeros_like, (state.online_params, state.probe_params))
+    carry = (zeros, state.online_state, state.target_state)
+    (grad_sum, online_state, target_state), aux = _scan(accumulate, carry, micro_batches(batch, k))
+    grads, probe_grads = _mean_over_replicas(jax.tree.map(lambda g: g / k, grad_sum))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.online_params)
     online_params = optax.apply_updates(state.online_params, updates)
     probe_params, probe_opt_state = None, None
@@ -236,18 +268,30 @@ def make_update(config, *, num_classes, steps_per_epoch):
       target_params = jax.tree.map(lambda t, o: tau * t + (1.0 - tau) * o, state.target_params,
                                    online_params)
     grad_norm = optax.tree.norm(grads)
-    metrics = {k: v for k, v in aux.items() if k != "online_state"}
+    # The micro-batches' projections back as the replica's batch: monitors over all of it, as k=1.
+    projections = [p.reshape((-1,) + p.shape[2:]) for p in aux.pop("projections")]
+    metrics = {name: jnp.mean(value) for name, value in aux.items()}
+    metrics.update(losses.collapse_metrics(*projections))
     metrics = _mean_over_replicas(metrics)
     metrics.update(grad_norm=grad_norm, lr=schedules.learning_rate(state.step),
                    tau=tau if is_byol else jnp.zeros(
                        ()), finite=jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm))
     new_state = TrainState(step=state.step + 1, online_params=online_params,
-                           online_state=aux["online_state"], target_params=target_params,
+                           online_state=online_state, target_params=target_params,
                            target_state=target_state, opt_state=opt_state,
                            probe_params=probe_params, probe_opt_state=probe_opt_state)
     return new_state, metrics
 
   return per_replica_update
+
+
+def _scan(body, carry, xs):
+  """jax.lax.scan, but a single step runs the body as is: without accumulation the update's
+  program is the one without a loop, which XLA fuses differently."""
+  if jax.tree.leaves(xs)[0].shape[0] > 1:
+    return jax.lax.scan(body, carry, xs)
+  carry, ys = body(carry, jax.tree.map(lambda x: x[0], xs))
+  return carry, jax.tree.map(lambda y: y[None], ys)
 
 
 def map_over_devices(per_replica_fn, devices=None, donate=True):
