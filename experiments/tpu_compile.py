@@ -79,6 +79,10 @@ ROWS = {
     "bn_remat_v4_64": Row("byol", "v4-64", 128, {"remat_blocks": True}),
     "bn_width2_v4_64": Row("byol", "v4-64", 64, {"width": 2.0}),
     "bn_width4_v4_64": Row("byol", "v4-64", 32, {"width": 4.0}),
+    # The paper's batch 4096 on 4 chips: 1024 per chip as 4 accumulated micro-batches of 256,
+    # each within the largest batch that gn_ws_v4_64's search found.
+    "gn_ws_accum4_v4_8": Row("byol_gn_ws", "v4-8", 1024, {"accumulation_steps": 4}),
+    "bn_stats_accum4_v4_8": Row("byol_bn_stats", "v4-8", 1024, {"accumulation_steps": 4}),
 }
 
 
@@ -142,12 +146,15 @@ def measure(config, slice_name, per_device_batch):
   memory = compiled.memory_analysis()
   peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes +
           memory.temp_size_in_bytes)
-  flops_per_image = machine.xla_flops(compiled) / per_device_batch
+  # XLA's cost analysis counts a loop's body once: with accumulation, one micro-batch's (the
+  # update outside the loop, counted per micro-batch image, is a negligible part).
+  flops_per_image = machine.xla_flops(compiled) / (per_device_batch // config.accumulation_steps)
   images_per_s_chip = chip.peak_tflops * 1e12 * chip.devices_per_chip / flops_per_image
   aliased_bytes, unaliased_bytes = parameter_bytes(compiled.as_text())
   return {
       "devices": len(devices),
       "per_device_batch": per_device_batch,
+      "accumulation_steps": config.accumulation_steps,
       "global_batch": per_device_batch * len(devices),
       "compile_s": round(compile_s, 1),
       "gflop_per_image": flops_per_image / 1e9,
@@ -294,13 +301,19 @@ def table(records):
   lines = [header, "|" + " --- |" * (header.count("|") - 1)]
   for r in records:
     lines.append(
-        f"| {r['row']} | {r['topology']} | {r['devices']} | {r['per_device_batch']} | "
+        f"| {r['row']} | {r['topology']} | {r['devices']} | {_batch(r)} | "
         f"{r['global_batch']} | {r['compile_s']:.0f} | {r['gflop_per_image']:.1f} | "
         f"{r['peak_gib']:.2f} of {r['hbm_gib']} | {r['argument_gib']:.2f} / {r['temp_gib']:.2f} "
         f"/ {r['alias_gib']:.2f} | {_donation(r)} | "
         f"{r['images_per_s_per_chip_at_100pct']:.0f} / {r['images_per_s_per_chip_at_40pct']:.0f} "
         f"| {_largest(r)} | {r['cpu']} |")
   return "\n".join(lines)
+
+
+def _batch(record):
+  k = record.get("accumulation_steps", 1)
+  return str(record["per_device_batch"]) if k == 1 else (
+      f"{record['per_device_batch']} ({k} × {record['per_device_batch'] // k})")
 
 
 def _largest(record):
@@ -385,7 +398,10 @@ def write(records, output):
       "is left, 'unread', is state the step never reads (BN's moving averages, which Haiku "
       "recomputes from their hidden sums), so jax drops it from the program and its new "
       "value gets a fresh buffer. Rows marked '(padded)' predate that check and compared "
-      "XLA's padded aliased bytes with the state's size. Largest batch (`--search_batch`): the "
+      "XLA's padded aliased bytes with the state's size. A per-device batch 'N (k × m)' runs "
+      "as k accumulated micro-batches of m (config.accumulation_steps), one at a time; XLA "
+      "counts the FLOPs of the loop's body once, so FLOPs per image divide them by m. Largest "
+      "batch (`--search_batch`): the "
       f"largest per-device batch, a multiple of {BATCH_STEP}, whose peak fits the HBM without XLA "
       f"recomputing activations to fit (FLOPs per image within {RECOMPUTE_TOLERANCE:.0%} of "
       "the row's; each compile of the search is in the JSON's batch_search). Where the search "
