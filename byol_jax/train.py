@@ -227,7 +227,9 @@ def make_update(config, *, num_classes, steps_per_epoch):
   With config.accumulation_steps = k, the replica's batch runs as k micro-batches in a lax.scan,
   so only one micro-batch's activations are alive at a time; their gradients are averaged before
   the one update. Without batch statistics (which config.validate requires for k > 1) that is the
-  update of the whole batch.
+  update of the whole batch. Logged losses are the micro-batches' mean (the probe's, where some
+  examples have no label, weighs micro-batches as it weighs devices); the collapse monitors are
+  over the replica's whole batch, as with k = 1.
   """
   network = model.make_network(config)
   probe = model.make_probe(num_classes)
