@@ -86,8 +86,8 @@ def _connect_processes():
 def _train(config, workdir):
   """Trains, exports, evaluates and writes eval.json, holding the workdir's lock throughout."""
   config_lib.validate(config)
-  workdir_lib.check_writable(workdir)
   watch = _connect_processes()
+  workdir_lib.check_writable(workdir)
   lock = workdir_lib.Lock(workdir, jax.process_index())
   try:
     trainer = run.Trainer(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
