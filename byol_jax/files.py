@@ -5,7 +5,8 @@ import tempfile
 from etils import epath
 
 
-def _is_local(path):
+def is_local(path):
+  """Whether `path` is on a local (or mounted) file system, not a URL such as gs://..."""
   return "://" not in os.fspath(path)
 
 
@@ -19,7 +20,7 @@ def write_atomically(path, data):
   """
   if isinstance(data, str):
     data = data.encode("utf-8")
-  if not _is_local(path):
+  if not is_local(path):
     epath.Path(path).write_bytes(data)
     return
   path = os.fspath(path)

@@ -21,6 +21,8 @@ import time
 from absl import logging
 from etils import epath
 
+from byol_jax import files
+
 STALE_AFTER_S = 600
 PREVIOUS = "previous"
 # What a run writes beside its checkpoints, set aside before another run would replace it.
@@ -29,10 +31,6 @@ RECORD = ("metrics.jsonl", "tensorboard", "config.json", "eval.json", "encoder")
 
 class WorkdirError(Exception):
   """A workdir that cannot be used: not a writable directory, or another run holds it."""
-
-
-def _is_local(path):
-  return "://" not in os.fspath(path)
 
 
 def check_writable(workdir):
@@ -73,7 +71,7 @@ class Lock:
   def __init__(self, workdir, process_index=0):
     self.path = epath.Path(workdir) / f"lock.{process_index}"
     self._file = None
-    if _is_local(self.path):
+    if files.is_local(self.path):
       self._take_local()
     else:
       self._take_remote()
@@ -138,7 +136,7 @@ def set_aside(workdir, names, reason, *, copy=False):
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
   target = workdir / PREVIOUS / stamp
   for name in present:
-    (_copy if copy else _move)(workdir / name, target / name)
+    _transfer(workdir / name, target / name, copy)
   logging.warning("%s %s of this workdir into %s (%s); nothing was deleted.",
                   "Copied" if copy else "Moved", ", ".join(present), target, reason)
   return target
@@ -151,22 +149,19 @@ def _files_under(path):
   return [f for child in path.iterdir() for f in _files_under(child)]
 
 
-def _move(source, destination):
+def _transfer(source, destination, copy):
+  """Copies or moves `source` (a file or a folder) to `destination`, file by file."""
   for path in _files_under(source):
     target = destination / path.relative_to(source) if source.is_dir() else destination
     target.parent.mkdir(parents=True, exist_ok=True)
-    path.rename(target)
-  if source.is_dir():
+    if copy:
+      path.copy(target)
+    else:
+      path.rename(target)
+  if source.is_dir() and not copy:
     for child in _folders_under(source)[::-1]:  # Deepest first: each is empty by then.
       child.rmdir()
 
 
 def _folders_under(path):
   return [path] + [f for child in path.iterdir() if child.is_dir() for f in _folders_under(child)]
-
-
-def _copy(source, destination):
-  for path in _files_under(source):
-    target = destination / path.relative_to(source) if source.is_dir() else destination
-    target.parent.mkdir(parents=True, exist_ok=True)
-    path.copy(target)

@@ -40,7 +40,7 @@ def test_a_killed_owner_leaves_no_stuck_lock(tmp_path):
 
 
 def test_a_remote_lock_is_refreshed_and_taken_over_only_when_stale(tmp_path, monkeypatch):
-  monkeypatch.setattr(workdir, "_is_local", lambda path: False)  # GCS's rules on a local disk.
+  monkeypatch.setattr(workdir.files, "is_local", lambda path: False)  # GCS's rules, locally.
   first = workdir.Lock(tmp_path)
   with pytest.raises(workdir.WorkdirError, match="last refreshed 0 s ago"):
     workdir.Lock(tmp_path)

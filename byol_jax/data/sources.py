@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from byol_jax import files
 from byol_jax.data import embedded
 from byol_jax.data import seeds
 
@@ -223,7 +224,7 @@ def _read_header(path):
   for attempt in range(_READ_ATTEMPTS):
     try:
       # Bytes: a local file name need not be UTF-8.
-      with tf.io.gfile.GFile(os.fsencode(path) if "://" not in path else path, "rb") as f:
+      with tf.io.gfile.GFile(os.fsencode(path) if files.is_local(path) else path, "rb") as f:
         return _parse_header(f)
     except tf.errors.OpError as error:
       if attempt + 1 == _READ_ATTEMPTS:
@@ -329,7 +330,7 @@ def _headers(path, files, skip_corrupt):
 def _listing(path):
   """(class names, {class: its files}, other files by extension) of an image folder; a flat folder
   has the one class None. Local symlinks are followed, but each folder and file is taken once."""
-  local = "://" not in path
+  local = files.is_local(path)
   seen_folders, seen_files, repeats, others = set(), {}, [], {}
 
   def files_under(folder, label):
