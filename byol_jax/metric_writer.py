@@ -31,7 +31,7 @@ class MetricWriter:
     self._tf = tf
     tf.io.gfile.makedirs(workdir)
     path, events = f"{workdir}/metrics.jsonl", f"{workdir}/tensorboard"
-    records = _records_up_to(path, start_step) if tf.io.gfile.exists(path) else []
+    records = _records_up_to(path, start_step)
     files.write_atomically(path, "".join(json.dumps(r) + "\n" for r in records))
     old_events = tf.io.gfile.glob(f"{events}/events.out.tfevents.*")
     self._jsonl = tf.io.gfile.GFile(path, "a")
@@ -72,35 +72,31 @@ class MetricWriter:
       self._summary.close()
 
 
-def _records_up_to(path, step):
-  """The records of metrics.jsonl with step <= `step`; a line torn by a kill is dropped."""
+def _records(path, *, warn):
+  """The records of metrics.jsonl at `path`, in order (none if it is missing); a line torn by a
+  kill is dropped, with a warning if `warn`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  records = []
+  if not tf.io.gfile.exists(path):
+    return
   with tf.io.gfile.GFile(path) as f:
     for line in f:
       try:
         record = json.loads(line)
       except json.JSONDecodeError:
-        logging.warning("Dropping a torn line of %s: %r", path, line[:100])
+        if warn:
+          logging.warning("Dropping a torn line of %s: %r", path, line[:100])
         continue
-      if record["step"] <= step:
-        records.append(record)
-  return records
+      yield record
+
+
+def _records_up_to(path, step):
+  """The records of metrics.jsonl with step <= `step`."""
+  return [r for r in _records(path, warn=True) if r["step"] <= step]
 
 
 def has_records_after(path, step):
   """Whether metrics.jsonl at `path` holds a record of a step after `step`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.exists(path):
-    return False
-  with tf.io.gfile.GFile(path) as f:
-    for line in f:
-      try:
-        if json.loads(line)["step"] > step:
-          return True
-      except (json.JSONDecodeError, KeyError):
-        continue
-  return False
+  return any(r["step"] > step for r in _records(path, warn=False))
 
 
 def flat_hparams(config):
