@@ -5,6 +5,7 @@ transposed kernel or a wrong eps shows in the features. CI installs PyTorch (the
 and there a missing torch fails instead of skipping.
 """
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -18,6 +19,9 @@ import pytest
 from byol_jax import export
 from byol_jax import export_torch
 from byol_jax import model
+from byol_jax.data import augment
+from byol_jax.nets import layers
+from byol_jax.nets import resnet
 from train_helpers import small_config
 
 torch = importlib.import_module("torch") if os.environ.get("CI") else pytest.importorskip("torch")
@@ -84,6 +88,17 @@ def test_torch_features_equal_the_exported_encoder_s(tmp_path, overrides):
   assert features.shape == expected.shape == (len(images), model.embedding_size(config))
   error = np.max(np.abs(features - expected)) / np.max(np.abs(expected))
   assert error < _RELATIVE_BOUND, (error, overrides)
+
+
+def test_the_torch_module_restates_the_jax_facts_it_cannot_import():
+  """torch_resnet needs only torch, so it repeats the depths, eps and image statistics: the same."""
+  assert torch_resnet.DEPTHS == resnet._DEPTHS  # pylint: disable=protected-access
+  assert torch_resnet.STEMS == resnet.STEMS
+  assert torch_resnet.WS_EPS == inspect.signature(
+      layers.standardize_weight).parameters["eps"].default
+  assert torch_resnet.NORM_EPS == inspect.signature(layers.make_norm).parameters["eps"].default
+  assert (torch_resnet.IMAGENET_MEAN, torch_resnet.IMAGENET_STD) == (augment.IMAGENET_MEAN,
+                                                                     augment.IMAGENET_STD)
 
 
 def test_same_padding_is_lax_s():
