@@ -47,8 +47,9 @@ class Trainer:
     self._config_changed = False
     self._watch = watch
     self._lock = lock
-    pipeline.per_device_batch_size(config.batch_size, jax.process_count(), jax.local_device_count(),
-                                   name="config.batch_size")
+    per_device = pipeline.per_device_batch_size(config.batch_size, jax.process_count(),
+                                                jax.local_device_count(), name="config.batch_size")
+    train.check_accumulation(per_device, config.accumulation_steps)
     self.info = sources.dataset_info(config.dataset, config.data_dir,
                                      skip_corrupt=config.skip_corrupt_images,
                                      max_pixels=config.max_image_pixels)

@@ -207,16 +207,23 @@ def make_loss_fn(config, network, probe):
   return loss_fn
 
 
+def check_accumulation(per_device_batch_size, accumulation_steps):
+  """ConfigError unless the accumulation steps divide each device's batch (known once the device
+  count is; config.validate checks the global batch)."""
+  if per_device_batch_size % accumulation_steps:
+    raise config_lib.ConfigError(
+        f"config.accumulation_steps={accumulation_steps} does not divide the per-device batch of "
+        f"{per_device_batch_size}: use a divisor of it, or a config.batch_size that makes it a "
+        "multiple.")
+
+
 def micro_batches(batch, accumulation_steps):
   """Each leaf [B, ...] -> [accumulation_steps, B / accumulation_steps, ...], in order.
 
   An example keeps its global index, so its augmentation is the one it gets in one big batch.
   """
   size = jax.tree.leaves(batch)[0].shape[0]
-  if size % accumulation_steps:
-    raise config_lib.ConfigError(
-        f"config.accumulation_steps={accumulation_steps} does not divide the per-device batch of "
-        f"{size}: use a divisor of it, or a config.batch_size that makes it a multiple.")
+  check_accumulation(size, accumulation_steps)
   return jax.tree.map(
       lambda x: x.reshape((accumulation_steps, size // accumulation_steps) + x.shape[1:]), batch)
 

@@ -126,6 +126,10 @@ def test_accumulation_steps_must_divide_each_devices_batch():
   with pytest.raises(config_lib.ConfigError, match="does not divide the per-device batch of 4"):
     jax.eval_shape(jax.vmap(update, axis_name=model.AXIS), state,
                    train_helpers.global_batch(config, 0, 4))
+  # The same check, which run.Trainer makes at start-up once the device count is known.
+  with pytest.raises(config_lib.ConfigError, match="does not divide the per-device batch of 4"):
+    train.check_accumulation(4, 8)
+  train.check_accumulation(8, 4)
 
 
 @pytest.mark.parametrize("overrides, problem", [
