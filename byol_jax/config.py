@@ -20,8 +20,8 @@ PRESETS = ("", "tiny")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # Keys that change how a run runs, not what it computes: a resumed run may change them.
 HOW_IT_RUNS = ("log_every", "checkpoint_every", "keep_checkpoints", "async_checkpoints",
-               "remat_blocks", "eval", "data_dir", "skip_corrupt_images", "max_image_pixels",
-               "profile_first_step", "profile_steps")
+               "remat_blocks", "accumulation_steps", "eval", "knn_monitor", "data_dir",
+               "skip_corrupt_images", "max_image_pixels", "profile_first_step", "profile_steps")
 
 
 class ConfigError(ValueError):
@@ -94,6 +94,12 @@ def base_config():
   # A profile of steps [profile_first_step, + profile_steps) in WORKDIR/tensorboard; unset: none.
   c.profile_first_step = config_dict.placeholder(int)
   c.profile_steps = 5
+  # kNN top-1 while training, logged as knn_top1 every `every_steps` (a multiple of log_every; 0:
+  # never) and at the last step: the online encoder's embeddings of `query_split`, each classified
+  # by its eval.knn_k nearest in `bank_split` (centre crops as eval.crop_fraction). The default
+  # queries are the official code's ImageNet validation split (the last 10,000 train images).
+  c.knn_monitor = ml_collections.ConfigDict(
+      dict(every_steps=0, bank_split="train[:10000]", query_split="train[-10000:]"))
   # Evaluation after training (linear probe on frozen features, kNN).
   c.eval = ml_collections.ConfigDict(
       dict(
@@ -104,6 +110,11 @@ def base_config():
           linear_batch_size=1024,
           linear_base_lr=0.2,
           standardize_features=False,
+          # Splits of the linear classifier's (and kNN's) train and test images; unset: the
+          # dataset's (imagenet2012: train and validation). Choose settings on a validation split
+          # (shapes10: test_split="validation"), so the test split is read for final numbers only.
+          train_split=config_dict.placeholder(str),
+          test_split=config_dict.placeholder(str),
           knn_k=20,
           knn_temperature=0.07,
           batch_size=1000,
@@ -167,6 +178,8 @@ def apply_preset(c, preset, *, tiny=None):
     c.shuffle_buffer = 2_000
     c.log_every = 100
     c.checkpoint_every = 100
+    # kNN of the validation split against 2,000 train images, a few times per run.
+    c.knn_monitor.update(every_steps=500, bank_split="train[:2000]", query_split="validation")
     c.eval.linear_epochs = 30
     c.eval.linear_batch_size = 256
     c.eval.linear_augment = False
@@ -232,6 +245,18 @@ def _validate_groups(c):
                       "no larger than the narrowest layer), or another norm.")
 
 
+def _validate_knn_monitor(c):
+  every = c.knn_monitor.every_steps
+  if not isinstance(every, int) or every < 0 or every % c.log_every:
+    raise ConfigError(
+        f"config.knn_monitor.every_steps={every!r} must be 0 (no kNN while training) or a multiple "
+        f"of config.log_every={c.log_every}: its top-1 is logged with that step's metrics.")
+  for key in ("bank_split", "query_split"):
+    if not isinstance(c.knn_monitor[key], str) or not c.knn_monitor[key]:
+      raise ConfigError(f"config.knn_monitor.{key}={c.knn_monitor[key]!r} must name a split of "
+                        f"{c.dataset!r}, e.g. 'train[:10000]'.")
+
+
 def validate(c):
   """Fail fast, naming the key, the value and the fix, before any data or device is touched."""
   _choice(c, "method", METHODS)
@@ -279,6 +304,7 @@ def validate(c):
       raise ConfigError(f"config.{view}.blur_padding={c[view].blur_padding!r} must be one of "
                         f"{augment.BLUR_PADDINGS}.")
   validate_eval(c.eval)
+  _validate_knn_monitor(c)
   _validate_groups(c)
   if c.init == "bn_stats":
     if c.method != "byol":

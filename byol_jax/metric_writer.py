@@ -123,6 +123,10 @@ class Progress:
     self._batch = global_batch_size
     self._last_step, self._last_time = start_step, time.time()
 
+  def exclude(self, seconds):
+    """Leaves `seconds` of work that is not training (the kNN monitor) out of the next rate."""
+    self._last_time += seconds
+
   def report(self, step, scalars):
     """Returns (images/s, line) and restarts the clock; images/s is None when no step was timed."""
     now = time.time()
@@ -135,6 +139,7 @@ class Progress:
     self._last_step, self._last_time = step, now
     probe = (f"probe_acc {scalars['probe_accuracy']:.3f} " if "probe_accuracy" in scalars else ""
             )  # No probe without labels.
+    knn = f"knn_top1 {scalars['knn_top1']:.3f} " if "knn_top1" in scalars else ""
     skipped = (f"skipped_images {scalars['skipped_images']:.0f} "
                if "skipped_images" in scalars else "")
     line = (f"step {step}/{self._total} epoch {step / self._steps_per_epoch:.2f} "
@@ -142,7 +147,7 @@ class Progress:
             f"tau {scalars['tau']:.5f} {probe}"
             f"pos_cos {scalars['positive_cosine']:.3f} neg_cos {scalars['negative_cosine']:.3f} "
             f"view_cos {scalars['within_view_cosine']:.3f} "
-            f"{skipped}".rstrip() + rate)
+            f"{knn}{skipped}".rstrip() + rate)
     return images_per_sec, line
 
 

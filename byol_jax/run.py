@@ -57,6 +57,8 @@ class Trainer:
       logging.warning(
           "%s has a single class: the probe's and the evaluation's top-1 are 1.0 "
           "whatever the encoder learns.", config.dataset)
+    if jax.process_index() == 0:
+      protocol.check_splits(config, self.info)
     self.steps_per_epoch = max(self.info.num_train_examples // config.batch_size, 1)
     self.total_steps = train.total_steps(config, self.steps_per_epoch)
     self.checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -197,8 +199,25 @@ class Trainer:
       skipped = int(multihost_utils.process_allgather(np.array(skipped, np.int64)).sum())
     return self._skipped_before + skipped
 
-  def _flush(self, pending, progress, skipped):
-    """Fetches pending per-step metrics, stops on a non-finite one, logs the last."""
+  def _monitor(self, progress):
+    """{'knn_top1': ...} of the online encoder on process 0 (config.knn_monitor); its time is left
+    out of the images/s."""
+    if jax.process_index() != 0:
+      return {}
+    if self._watch is not None:
+      self._watch.busy()  # The other hosts wait at the next step meanwhile.
+    started = time.time()
+    host_state = train.unreplicate(self.state)
+    embed_fn = model.make_embed_fn(self.config, host_state.online_params, host_state.online_state)
+    top1 = protocol.monitor_knn(self.config, embed_fn, self.info.num_classes)
+    seconds = time.time() - started
+    progress.exclude(seconds)
+    logging.info("kNN monitor at step %d: top-1 %.4f in %.1f s.", self.step, top1, seconds)
+    return {"knn_top1": top1}
+
+  def _flush(self, pending, progress, skipped, monitor):
+    """Fetches pending per-step metrics, stops on a non-finite one, logs the last (with the kNN
+    monitor's top-1 if `monitor`)."""
     fetched = jax.device_get([m for _, m in pending])
     for (step, _), metrics in zip(pending, fetched):
       if not metrics["finite"][0]:
@@ -208,6 +227,8 @@ class Trainer:
             f"(step {self.checkpointer.latest_step()}) was saved; lower config.base_lr or check "
             "the input data.")
     step, metrics = pending[-1][0], {k: v[0] for k, v in fetched[-1].items() if k != "finite"}
+    if monitor:  # Once the steps ran: the monitor's time is its own.
+      metrics.update(self._monitor(progress))
     if self.config.skip_corrupt_images:  # Left out up front, and skipped by the stream.
       metrics["skipped_images"] = self.info.num_left_out + skipped
     images_per_sec, line = progress.report(step, metrics)
@@ -266,7 +287,9 @@ class Trainer:
       at_checkpoint = self.step % c.checkpoint_every == 0 or self.step == self.total_steps
       if stop or at_checkpoint or self.step % c.log_every == 0:
         skipped = self._skipped_images(batches)
-        self._flush(pending, progress, skipped)
+        every = c.knn_monitor.every_steps
+        monitor = every and (self.step % every == 0 or self.step == self.total_steps)
+        self._flush(pending, progress, skipped, monitor)
         pending = []
         self.checkpointer.raise_if_failed()  # A background save that failed stops the run here.
         if self._lock is not None:

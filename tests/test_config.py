@@ -91,6 +91,23 @@ def test_bad_values_name_key_value_and_choices(key, value, expected):
   assert expected in str(error.value)
 
 
+@pytest.mark.parametrize("every", [-1, 150])
+def test_knn_monitor_runs_at_log_steps(every):
+  config = load("byol", "tiny")
+  config.knn_monitor.every_steps = every
+  with pytest.raises(ValueError, match=f"knn_monitor.every_steps={every!r} must be 0"):
+    config_lib.validate(config)
+
+
+def test_a_resume_may_change_how_it_runs_but_not_what_it_computes():
+  saved = load("byol_gn_ws", "tiny")
+  now = load("byol_gn_ws", "tiny")
+  now.accumulation_steps, now.knn_monitor.every_steps, now.eval.knn_k = 4, 0, 5
+  assert config_lib.changed_keys(saved.to_dict(), now.to_dict()) == {}
+  now.tau_base = 0.99
+  assert config_lib.changed_keys(saved.to_dict(), now.to_dict()) == {"tau_base": (0.999, 0.99)}
+
+
 def test_bad_view_probability():
   config = load("byol")
   config.view2.solarize_prob = 2.0

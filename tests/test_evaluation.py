@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from byol_jax import config as config_lib
+from byol_jax.data import sources
 from byol_jax.evaluation import knn
 from byol_jax.evaluation import linear
 from byol_jax.evaluation import protocol
@@ -188,3 +189,44 @@ def test_evaluating_an_export_names_a_missing_encoder(tmp_path):
   config.encoder_dir = str(tmp_path)
   with pytest.raises(config_lib.ConfigError, match="holds no exported encoder"):
     protocol.evaluate_exported(config)
+
+
+def _pixels(images):
+  return images.reshape(images.shape[0], -1).astype(np.float32)
+
+
+def test_knn_monitor_classifies_its_query_split_against_its_bank(shapes10_dir):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = config_lib.from_file("configs/byol.py:tiny")
+  config.data_dir = shapes10_dir
+  config.knn_monitor.update(bank_split="train[:300]", query_split="validation[:200]")
+  protocol.check_splits(config, sources.dataset_info("shapes10", shapes10_dir))
+  # The tiny preset's eval views are the whole 32 px image, so the pipeline's raw pixels are the
+  # stored images.
+  builder = tfds.builder("shapes10", data_dir=shapes10_dir)
+  (bank, bank_labels), (queries, query_labels) = [
+      tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
+      for split in ("train[:300]", "validation[:200]")
+  ]
+  expected = knn.knn_top1(_pixels(bank), bank_labels, _pixels(queries), query_labels,
+                          k=config.eval.knn_k, temperature=config.eval.knn_temperature,
+                          num_classes=10)
+  assert protocol.monitor_knn(config, _pixels, num_classes=10) == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("key", ["knn_monitor.query_split", "eval.test_split"])
+def test_a_split_that_does_not_exist_is_named_before_training(shapes10_dir, key):
+  config = config_lib.from_file("configs/byol.py:tiny")
+  config.data_dir = shapes10_dir
+  group, name = key.split(".")
+  config[group][name] = "valid"
+  with pytest.raises(config_lib.ConfigError, match=f"config.{key}: split 'valid' of 'shapes10'"):
+    protocol.check_splits(config, sources.dataset_info("shapes10", shapes10_dir))
+
+
+def test_evaluation_reads_the_splits_it_is_given(shapes10_dir):
+  config = config_lib.from_file("configs/byol.py:tiny")
+  config.eval.update(train_split="train[:200]", test_split="validation[:100]", linear_epochs=1)
+  results = protocol.evaluate_features(_pixels, dataset="shapes10", data_dir=shapes10_dir,
+                                       image_size=32, eval_config=config.eval)
+  assert (results["num_train_examples"], results["num_test_examples"]) == (200, 100)

@@ -99,10 +99,13 @@ def _logged_a_step(workdir):
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, shapes10_dir):
-  """An uninterrupted run of STEPS steps with a profile window: (workdir, its output)."""
+  """An uninterrupted run of STEPS steps with a profile window and the kNN monitor every 4 steps
+  (the interrupted runs held against it have none): (workdir, its output)."""
   workdir = tmp_path_factory.mktemp("straight") / "run"
   return workdir, _run(workdir, shapes10_dir, *STRAIGHT, "--config.profile_first_step=3",
-                       "--config.profile_steps=2")
+                       "--config.profile_steps=2", "--config.knn_monitor.every_steps=4",
+                       "--config.knn_monitor.bank_split=train[:200]",
+                       "--config.knn_monitor.query_split=validation[:100]")
 
 
 @pytest.mark.slow
@@ -131,6 +134,10 @@ def test_a_run_logs_each_step_once_on_stdout_and_writes_its_config_and_profile(s
         "projection_std", "probe_accuracy", "epoch"
     } <= set(record)
   assert "images_per_sec" not in records[0] and all("images_per_sec" in r for r in records[1:])
+  monitored = [r["step"] for r in records if "knn_top1" in r]
+  assert monitored == [4, 8, 12] == _event_steps(workdir, "knn_top1")
+  assert all(0 <= r["knn_top1"] <= 1 for r in records if "knn_top1" in r)
+  assert [line.split()[1] for line in progress if "knn_top1" in line] == ["4/12", "8/12", "12/12"]
 
 
 @pytest.mark.slow

@@ -26,8 +26,10 @@ NAME = "shapes10"
 IMAGE_SIZE = 32
 CLASS_NAMES = ("disc", "ring", "triangle", "square", "plus", "star", "crescent", "half_disc",
                "corner", "bar")
-SPLIT_SIZES = {"train": 10_000, "test": 2_000}
-_SPLIT_SEEDS = {"train": 0, "test": 1}
+# The validation split is for choosing settings (and the kNN monitor), so the test split is read
+# only for final numbers.
+SPLIT_SIZES = {"train": 10_000, "validation": 2_000, "test": 2_000}
+_SPLIT_SEEDS = {"train": 0, "test": 1, "validation": 2}
 _SUPERSAMPLE = 2  # Anti-aliasing: shapes are drawn at 2x and box-filtered down.
 _CHUNK = 1_000  # Images generated per vectorised step, to bound memory.
 _SATURATION = 0.7
@@ -111,14 +113,15 @@ def generate(num_examples, seed):
 class Shapes10(tfds.core.GeneratorBasedBuilder):
   """tfds builder of shapes10; `download_and_prepare` generates the data, nothing is downloaded."""
 
-  VERSION = tfds.core.Version("4.0.0")
+  VERSION = tfds.core.Version("4.1.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release.",
       "2.0.0": "Larger shapes (radius 10-14 px, was 6-13), within 3 px of the centre.",
       "3.0.0": "Colours vary across each image (a background gradient, the shape "
                "shifted from it), and small random discs of clutter.",
       "4.0.0": "Upright shapes on one-hue images (background and shape in opposite hues), no "
-               "clutter or stripes: random features do poorly, and BYOL learns it at CPU scale."
+               "clutter or stripes: random features do poorly, and BYOL learns it at CPU scale.",
+      "4.1.0": "A validation split of 2,000 images (seed 2); train and test are unchanged."
   }
   # No files (checksums, metadata) live beside this builder. Saying so also keeps tfds 4.9.10 from
   # resolving the source folder through importlib_resources, which it imports but does not require.

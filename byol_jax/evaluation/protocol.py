@@ -33,7 +33,8 @@ def _identity(x):
 
 def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, seed=0,
                       skip_corrupt=False, max_pixels=None):
-  """{'top1', 'top5', 'knn_top1', ...} of one frozen encoder on `dataset`'s train/test splits."""
+  """{'top1', 'top5', 'knn_top1', ...} of one frozen encoder, trained on eval.train_split and
+  tested on eval.test_split (the dataset's own by default)."""
   info = sources.dataset_info(dataset, data_dir, skip_corrupt=skip_corrupt, max_pixels=max_pixels)
   e = eval_config
 
@@ -42,8 +43,9 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
                                  batch_size=e.batch_size, image_size=image_size,
                                  crop_fraction=e.crop_fraction, skip_corrupt=skip_corrupt)
 
-  train_x, train_y = linear.extract_features(embed_fn, batches(info.train_split))
-  test_x, test_y = linear.extract_features(embed_fn, batches(info.test_split))
+  train_split, test_split = e.train_split or info.train_split, e.test_split or info.test_split
+  train_x, train_y = linear.extract_features(embed_fn, batches(train_split))
+  test_x, test_y = linear.extract_features(embed_fn, batches(test_split))
   results = {
       "knn_top1":
           knn.knn_top1(train_x, train_y, test_x, test_y, k=e.knn_k, temperature=e.knn_temperature,
@@ -54,13 +56,15 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
   learning_rate = linear.linear_learning_rate(e.linear_base_lr, batch_size)
   if e.linear_augment:
     train_batches = pipeline.linear_train_batches(dataset=dataset, data_dir=data_dir,
-                                                  split=info.train_split, batch_size=batch_size,
+                                                  split=train_split, batch_size=batch_size,
                                                   image_size=image_size, seed=seed,
                                                   skip_corrupt=skip_corrupt)
-    linear_results = linear.linear_evaluation(
-        embed_fn, train_batches, lambda: batches(info.test_split), num_classes=info.num_classes,
-        epochs=e.linear_epochs, steps_per_epoch=steps_per_epoch, learning_rate=learning_rate,
-        standardize_features=e.standardize_features, seed=seed)
+    linear_results = linear.linear_evaluation(embed_fn, train_batches, lambda: batches(test_split),
+                                              num_classes=info.num_classes, epochs=e.linear_epochs,
+                                              steps_per_epoch=steps_per_epoch,
+                                              learning_rate=learning_rate,
+                                              standardize_features=e.standardize_features,
+                                              seed=seed)
   else:
 
     def test_batches():
@@ -78,6 +82,48 @@ def evaluate_features(embed_fn, *, dataset, data_dir, image_size, eval_config, s
   results.update(linear_results)
   results["num_train_examples"], results["num_test_examples"] = len(train_x), len(test_x)
   return {k: float(v) for k, v in results.items()}
+
+
+def check_splits(config, info):
+  """Opens each split the run will evaluate on, so that a bad name fails before training."""
+  e, m = config.eval, config.knn_monitor
+  splits = {}
+  if m.every_steps:
+    splits.update(
+        {"knn_monitor.bank_split": m.bank_split, "knn_monitor.query_split": m.query_split})
+  if e.enabled and info.num_classes:
+    splits.update({
+        "eval.train_split": e.train_split or info.train_split,
+        "eval.test_split": e.test_split or info.test_split
+    })
+  for key, split in splits.items():
+    try:
+      source = sources.source(config.dataset, config.data_dir, split,
+                              skip_corrupt=config.skip_corrupt_images)
+    except ValueError as error:  # tfds' unknown split or bad slice; DatasetError is one too.
+      raise config_lib.ConfigError(
+          f"config.{key}: split {split!r} of {config.dataset!r} cannot be read ({error}). Fix: "
+          "name an existing split or slice of one (e.g. 'train[:10000]').") from error
+    sources.require_labels(source)
+
+
+def monitor_knn(config, embed_fn, num_classes):
+  """kNN top-1 of config.knn_monitor's query images against its bank: a signal while training."""
+  e = config.eval
+
+  def features(split):
+    return linear.extract_features(
+        embed_fn,
+        pipeline.eval_batches(dataset=config.dataset, data_dir=config.data_dir, split=split,
+                              batch_size=e.batch_size, image_size=config.image_size,
+                              crop_fraction=e.crop_fraction,
+                              skip_corrupt=config.skip_corrupt_images))
+
+  bank_x, bank_y = features(config.knn_monitor.bank_split)
+  query_x, query_y = features(config.knn_monitor.query_split)
+  return float(
+      knn.knn_top1(bank_x, bank_y, query_x, query_y, k=e.knn_k, temperature=e.knn_temperature,
+                   num_classes=num_classes))
 
 
 def evaluate_encoder(config, embed_fn, random_init_embed_fn=None):
