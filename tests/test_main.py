@@ -469,7 +469,9 @@ def test_flat_folder_with_corrupt_files_stops_or_skips_and_counts(tmp_path, shap
   _image_folder(folder, 16)
   (folder / "notes.png").write_text("not an image")
   (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG header, then no JPEG")
-  args = (f"--config.dataset=folder:{folder}", "--config.max_steps=3", "--config.eval.enabled=true")
+  # The tiny preset's kNN monitor reads shapes10's splits: off.
+  args = (f"--config.dataset=folder:{folder}", "--config.max_steps=3", "--config.eval.enabled=true",
+          "--config.knn_monitor.every_steps=0")
   result = _run(tmp_path / "stopped", shapes10_dir, *args, check=False)
   assert result.returncode == 1, result.stderr[-3000:]
   assert "notes.png" in result.stderr and "--config.skip_corrupt_images=true" in result.stderr
@@ -490,7 +492,8 @@ def test_flat_folder_with_corrupt_files_stops_or_skips_and_counts(tmp_path, shap
 
 
 def test_single_class_folder_warns(tmp_path, caplog):
-  _image_folder(tmp_path / "images" / "cats", 4)
+  _image_folder(tmp_path / "images" / "cats", 20)  # 10% of 20 is a test split of 2.
   config = small_config(dataset=f"folder:{tmp_path / 'images'}")
+  config.knn_monitor.every_steps = 0  # The tiny preset's monitor reads shapes10's splits.
   run.Trainer(config, str(tmp_path / "workdir"))
   assert "has a single class" in caplog.text

@@ -101,9 +101,13 @@ def check_splits(config, info):
       source = sources.source(config.dataset, config.data_dir, split,
                               skip_corrupt=config.skip_corrupt_images)
     except ValueError as error:  # tfds' unknown split or bad slice; DatasetError is one too.
+      folder = config.dataset.startswith(sources.FOLDER_PREFIX)
+      example = "'all[:2000]'" if folder else "'train[:10000]'"
+      off = (" or turn the monitor off with --config.knn_monitor.every_steps=0"
+             if key.startswith("knn_monitor") else "")
       raise config_lib.ConfigError(
           f"config.{key}: split {split!r} of {config.dataset!r} cannot be read ({error}). Fix: "
-          "name an existing split or slice of one (e.g. 'train[:10000]').") from error
+          f"name an existing split or slice of one (e.g. {example}){off}.") from error
     sources.require_labels(source)
 
 
