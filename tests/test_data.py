@@ -18,6 +18,7 @@ from byol_jax.data import embedded
 from byol_jax.data import pipeline
 from byol_jax.data import seeds
 from byol_jax.data import sources
+from byol_jax.data import textures10
 
 # Fake ImageNet whose examples are identified by their label (= index in the split), so tests can
 # see which examples each host and each batch got.
@@ -224,6 +225,39 @@ def test_embedded_colors_carry_no_label():
     assert np.hypot(np.cos(angles).mean(), np.sin(angles).mean()) < 0.2
   gap = np.abs(np.mod(shape_hue - background_hue, 1.0) - 0.5)
   assert np.median(gap) < 0.05, np.median(gap)
+
+
+def test_textures_colours_carry_no_label_and_generation_repeats():
+  """Each image's darker colour has a uniformly random hue whatever the texture, every class is
+  drawn equally often, and a seed gives the same images again."""
+  images, labels = textures10.generate(1000, seed=3)
+  np.testing.assert_array_equal(np.bincount(labels), [100] * 10)
+  again, _ = textures10.generate(1000, seed=3)
+  np.testing.assert_array_equal(images, again)
+  hsv = np.asarray(augment.rgb_to_hsv(images.reshape(len(images), -1, 3).astype(np.float32) / 255))
+  darkest = np.argsort(hsv[..., 2], axis=1)[:, :30]
+  angles = 2 * np.pi * np.take_along_axis(hsv[..., 0], darkest, axis=1)
+  dark_hue = np.arctan2(np.sin(angles).mean(1), np.cos(angles).mean(1))
+  for label in range(len(textures10.CLASS_NAMES)):
+    chosen = dark_hue[labels == label]
+    # Mean resultant length: about 1 / sqrt(100) = 0.1 when uniform, 1 if the class had one hue.
+    assert np.hypot(np.cos(chosen).mean(), np.sin(chosen).mean()) < 0.3
+
+
+@pytest.mark.slow  # Generates textures10's 14,000 images (about 20 s).
+def test_textures_generate_themselves_and_load_offline(tmp_path):
+  info = sources.dataset_info(textures10.NAME, str(tmp_path))
+  assert info == sources.DatasetInfo(10_000, 10, "train", "train", "test")
+  batches = list(
+      pipeline.eval_batches(dataset=textures10.NAME, data_dir=str(tmp_path), split="validation",
+                            batch_size=500, image_size=32))
+  labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+  np.testing.assert_array_equal(np.bincount(labels), [200] * 10)
+  # The records hold the generated images, in tfds' own order.
+  stored = tfds.as_numpy(tfds.builder(textures10.NAME, data_dir=str(tmp_path)).as_dataset("test"))
+  seed = textures10._SPLIT_SEEDS["test"]  # pylint: disable=protected-access
+  generated, _ = textures10.generate(2000, seed)
+  assert sorted(r["image"].tobytes() for r in stored) == sorted(map(np.ndarray.tobytes, generated))
 
 
 def _write_images(folder, names, size=(20, 28)):

@@ -3,8 +3,8 @@ shard as a resumable stream of encoded records.
 
 Datasets (the `dataset` argument):
   imagenet2012, cifar10, stl10: tfds datasets, prepared beforehand in `data_dir`.
-  shapes10: the embedded dataset (`byol_jax.data.embedded`); it generates itself into `data_dir`
-    on first use, without network.
+  shapes10, textures10: generated datasets (`byol_jax.data.embedded`, `byol_jax.data.textures10`);
+    each generates itself into `data_dir` on first use, without network.
   folder:PATH: a folder of images with one sub-folder per class (labels by sorted sub-folder
     name), or flat (unlabelled, label -1, pretraining only). PATH may be any tf.io.gfile path
     (e.g. gs://). Its one split is "all", which takes tfds-style slices: "all[:90%]", "all[100:]".
@@ -31,6 +31,7 @@ import tensorflow_datasets as tfds
 from byol_jax import files
 from byol_jax.data import embedded
 from byol_jax.data import seeds
+from byol_jax.data import textures10
 
 FOLDER_PREFIX = "folder:"
 # (pretrain, linear-train, test) splits of the named datasets; other tfds datasets get the first.
@@ -39,7 +40,10 @@ _SPLITS = {
     "cifar10": ("train", "train", "test"),
     "stl10": ("unlabelled+train", "train", "test"),
     embedded.NAME: ("train", "train", "test"),
+    textures10.NAME: ("train", "train", "test"),
 }
+# Datasets that generate themselves into data_dir, offline.
+_GENERATED = (embedded.NAME, textures10.NAME)
 _DEFAULT_SPLITS = ("train", "train", "test")
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Start-of-frame markers, which carry a JPEG's size: SOF0-SOF15 but DHT, JPG and DAC.
@@ -98,8 +102,9 @@ def _tfds_builder(name, data_dir):
   except tfds.core.registered.DatasetNotFoundError as error:
     raise DatasetError(
         f"Unknown dataset {name!r}: use a tfds name (e.g. imagenet2012, cifar10, stl10), "
-        f"{embedded.NAME!r} (embedded, offline) or '{FOLDER_PREFIX}PATH'.") from error
-  if name == embedded.NAME and not builder.is_prepared():
+        f"{' or '.join(map(repr, _GENERATED))} (generated, offline) or '{FOLDER_PREFIX}PATH'."
+    ) from error
+  if name in _GENERATED and not builder.is_prepared():
     logging.info("Generating the embedded dataset %s into %s.", name, builder.data_dir)
     try:
       builder.download_and_prepare()
