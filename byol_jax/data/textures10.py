@@ -129,7 +129,7 @@ def generate(num_examples, seed):
 
 
 class Textures10(tfds.core.GeneratorBasedBuilder):
-  """tfds builder of textures10; `download_and_prepare` generates the data, nothing is downloaded."""
+  """tfds builder of textures10: `download_and_prepare` generates it, nothing is downloaded."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
