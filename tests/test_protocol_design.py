@@ -1,0 +1,58 @@
+"""The measures the CPU-scale protocol is designed with (experiments/protocol_screen.py,
+colour_probe.py, intervals.py), on inputs whose answer is known."""
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")  # protocol_screen reads data through the host pipeline.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from byol_jax.data import augment
+from experiments import colour_probe
+from experiments import intervals
+from experiments import protocol_screen
+
+
+@pytest.mark.parametrize("size, side", [(224, 7), (64, 2), (36, 2), (33, 2), (32, 1)])
+def test_last_map_rounds_up_as_same_convolutions_do(size, side):
+  assert protocol_screen.last_map(size, "imagenet") == side
+  assert protocol_screen.last_map(32, "cifar") == 4
+
+
+def test_retrieval_finds_partners_only_where_they_share_something():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(200, 16))
+  labels = np.arange(200) % 10
+  partner, same_class = protocol_screen.retrieval(a, a + 0.01 * rng.normal(size=a.shape), labels)
+  assert partner == 1.0 and same_class == 1.0
+  partner, _ = protocol_screen.retrieval(a, rng.normal(size=a.shape), labels)
+  assert partner < 0.05  # Chance is 1 / 200.
+
+
+def test_pair_cosine_is_one_for_one_direction_and_near_zero_for_random_ones():
+  rng = np.random.default_rng(1)
+  assert protocol_screen.pair_cosine(np.outer(rng.uniform(1, 2, 50),
+                                              np.ones(8))) == (pytest.approx(1.0))
+  assert abs(protocol_screen.pair_cosine(rng.normal(size=(300, 64)))) < 0.02
+
+
+def test_t_interval_of_three_values():
+  mean, half = intervals.mean_interval([1.0, 2.0, 3.0])
+  assert mean == 2.0 and half == pytest.approx(4.3027 / np.sqrt(3), rel=1e-4)  # t(0.975, 2)
+  assert intervals.format_interval([0.5]) == "50.0"
+  assert intervals.format_interval([0.1, 0.2, 0.3]) == "20.0 ± 24.8"
+
+
+def test_ridge_r2_is_high_for_a_linear_target_and_about_zero_for_noise():
+  rng = np.random.default_rng(2)
+  features = rng.normal(size=(2000, 10))
+  assert colour_probe.ridge_r2(features, features[:, :2] @ np.ones((2, 1))) > 0.4
+  assert abs(colour_probe.ridge_r2(features, rng.normal(size=(2000, 1)))) < 0.02
+
+
+def test_hue_targets_read_the_darker_and_the_brighter_colour():
+  hsv = np.zeros((1, 10, 10, 3), np.float32)
+  hsv[..., 1] = 0.8
+  hsv[..., 0], hsv[..., 2] = 0.25, 0.3  # Dark: a quarter turn.
+  hsv[0, :, 5:, 0], hsv[0, :, 5:, 2] = 0.5, 0.9  # Bright: half a turn.
+  images = np.round(np.asarray(augment.hsv_to_rgb(hsv)) * 255).astype(np.uint8)
+  np.testing.assert_allclose(colour_probe.hue_targets(images)[0], [0, 1, -1, 0], atol=0.02)
