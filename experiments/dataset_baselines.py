@@ -75,9 +75,10 @@ def _write(rows, args, image_size):
   lines = [
       f"# Baselines on {args.dataset}", "",
       f"`python -m experiments.dataset_baselines --dataset={args.dataset} "
-      f"--image_size={image_size} --seeds={args.seeds}` on {header['cpu']}: trained on the train split, read on {args.split!r}, {image_size} px, "
-      "the tiny presets' protocol; mean ± t-based 95% interval over seeds (%).", "",
-      "| features | linear top-1 | kNN top-1 |", "| --- | --- | --- |"
+      f"--image_size={image_size} --seeds={args.seeds}` on {header['cpu']}: trained on the "
+      f"train split, read on {args.split!r}, {image_size} px, the tiny presets' protocol; mean ± "
+      "t-based 95% interval over seeds (%).", "", "| features | linear top-1 | kNN top-1 |",
+      "| --- | --- | --- |"
   ]
   for name, results in rows.items():
     label = name if name == "pixels" else f"step-0 encoder, {name}"

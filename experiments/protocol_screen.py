@@ -2,7 +2,8 @@ r"""What a CPU-scale setting keeps of the paper, measured at step 0, before anyt
 
     python -m experiments.protocol_screen [--dataset=textures10 --out=protocol_screen_textures10]
 
-Reads one validation split (shapes10's by default), never a test split. For each candidate geometry (image size, stem) and depth:
+Reads one validation split (shapes10's by default), never a test split. For each candidate
+geometry (image size, stem) and depth:
 - the encoder's last feature map (the paper's is 7 x 7; 1 x 1 leaves the modified init's step-0
   encoder one input position per stage);
 - the init pathology: with no normalization and the official init, how far apart the embeddings of
