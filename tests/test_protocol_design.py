@@ -1,5 +1,7 @@
 """The measures the CPU-scale protocol is designed with (experiments/protocol_screen.py,
 colour_probe.py, intervals.py), on inputs whose answer is known."""
+import json
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,23 @@ def test_hue_targets_read_the_darker_and_the_brighter_colour():
   hsv[0, :, 5:, 0], hsv[0, :, 5:, 2] = 0.5, 0.9  # Bright: half a turn.
   images = np.round(np.asarray(augment.hsv_to_rgb(hsv)) * 255).astype(np.uint8)
   np.testing.assert_allclose(colour_probe.hue_targets(images)[0], [0, 1, -1, 0], atol=0.02)
+
+
+def test_summarize_runs_reads_a_finished_workdir(tmp_path):
+  from experiments import summarize_runs  # pylint: disable=g-import-not-at-top
+  config = {
+      "dataset": "textures10", "norm": "gn", "init": "default", "image_size": 36, "epochs": 30,
+      "seed": 1, "view1": {"hue": 0.5}, "eval": {"test_split": "validation"}
+  }
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  (tmp_path / "eval.json").write_text(
+      json.dumps(
+          {"top1": 0.4, "random_init_top1": 0.25, "knn_top1": 0.3, "random_init_knn_top1": 0.2}))
+  records = [{"step": s, "positive_cosine": s / 10, "negative_cosine": 0.1} for s in range(1, 8)]
+  records[-1]["knn_top1"] = 0.3
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  row = summarize_runs.summarize(tmp_path)
+  assert (row["linear"], row["random_linear"], row["knn"], row["random_knn"]) == pytest.approx(
+      (40, 25, 30, 20))
+  assert row["pos_cos"] == pytest.approx(0.5)  # The last five: steps 3-7.
+  assert row["hue"] == 0.5 and row["knn_monitor"] == [(7, 0.3)]
