@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from byol_jax.data import augment
+from byol_jax.data import generated
 
 NAME = "shapes10"
 IMAGE_SIZE = 32
@@ -103,15 +104,11 @@ def _draw(labels, rng):
 
 def generate(num_examples, seed):
   """Returns `num_examples` images (uint8 [N, 32, 32, 3]) and balanced labels (int64 [N])."""
-  rng = np.random.default_rng(seed)
-  labels = rng.permutation(np.arange(num_examples) % len(CLASS_NAMES)).astype(np.int64)
-  images = np.concatenate(
-      [_draw(labels[start:start + _CHUNK], rng) for start in range(0, num_examples, _CHUNK)])
-  return np.round(images * 255).astype(np.uint8), labels
+  return generated.generate(_draw, len(CLASS_NAMES), num_examples, seed, _CHUNK)
 
 
-class Shapes10(tfds.core.GeneratorBasedBuilder):
-  """tfds builder of shapes10; `download_and_prepare` generates the data, nothing is downloaded."""
+class Shapes10(generated.Builder):
+  """tfds builder of shapes10; `download_and_prepare` generates it, nothing is downloaded."""
 
   VERSION = tfds.core.Version("4.1.0")
   RELEASE_NOTES = {
@@ -123,26 +120,7 @@ class Shapes10(tfds.core.GeneratorBasedBuilder):
                "clutter or stripes: random features do poorly, and BYOL learns it at CPU scale.",
       "4.1.0": "A validation split of 2,000 images (seed 2); train and test are unchanged."
   }
-  # No files (checksums, metadata) live beside this builder. Saying so also keeps tfds 4.9.10 from
-  # resolving the source folder through importlib_resources, which it imports but does not require.
-  code_path = None
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="png"),
-            "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-        }),
-        supervised_keys=("image", "label"),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split) for split in SPLIT_SIZES}
-
-  def _generate_examples(self, split):
-    images, labels = generate(SPLIT_SIZES[split], _SPLIT_SEEDS[split])
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {"image": image, "label": label}
+  DESCRIPTION = __doc__
+  IMAGE_SIZE, CLASS_NAMES, SPLIT_SIZES = IMAGE_SIZE, CLASS_NAMES, SPLIT_SIZES
+  SPLIT_SEEDS = _SPLIT_SEEDS
+  generate = staticmethod(generate)

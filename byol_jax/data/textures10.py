@@ -3,9 +3,9 @@
 Each image is one of ten periodic or random textures (the label) filling the whole frame, in two
 random colours, with a random period, orientation and phase. Every class is its own mirror image
 and fills the frame, so a random flip keeps the class and a crop of any part shows it; the
-colours, period and orientation are what one image's crops share and other images mostly do not.
-So two views of one image start out close (the bootstrap's starting signal, which shapes10's hue
-jitter and crops remove), and the class is a pattern that no augmentation varies.
+colours, period and orientation are what one image's crops share and other images mostly do not
+(the colour jitter removes most of the colours' share: experiments/results/protocol_design.md),
+and the class is a pattern that no augmentation varies.
 
 Generation is deterministic (fixed seeds) vectorised numpy, as shapes10's.
 """
@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from byol_jax.data import augment
+from byol_jax.data import generated
 
 NAME = "textures10"
 IMAGE_SIZE = 32
@@ -110,10 +111,9 @@ def _draw(labels, rng):
     chosen = labels == label
     inside[chosen] = _mask(label, a[chosen], b[chosen], period[chosen], rng)
   alpha = inside.reshape(n, size, _SUPERSAMPLE, size, _SUPERSAMPLE, 1).mean(axis=(2, 4))
-  background, foreground = _colours(n, rng)
+  dark, bright = _colours(n, rng)
   swap = rng.uniform(size=(n, 1, 1, 1)) < 0.5  # Either colour may be the pattern's.
-  background, foreground = (np.where(swap, foreground,
-                                     background), np.where(swap, background, foreground))
+  background, foreground = np.where(swap, bright, dark), np.where(swap, dark, bright)
   image = alpha * foreground + (1 - alpha) * background
   noise = rng.standard_normal(image.shape, dtype=np.float32) * _NOISE
   return np.clip(image + noise, 0, 1)
@@ -121,36 +121,15 @@ def _draw(labels, rng):
 
 def generate(num_examples, seed):
   """Returns `num_examples` images (uint8 [N, 32, 32, 3]) and balanced labels (int64 [N])."""
-  rng = np.random.default_rng(seed)
-  labels = rng.permutation(np.arange(num_examples) % len(CLASS_NAMES)).astype(np.int64)
-  images = np.concatenate(
-      [_draw(labels[start:start + _CHUNK], rng) for start in range(0, num_examples, _CHUNK)])
-  return np.round(images * 255).astype(np.uint8), labels
+  return generated.generate(_draw, len(CLASS_NAMES), num_examples, seed, _CHUNK)
 
 
-class Textures10(tfds.core.GeneratorBasedBuilder):
-  """tfds builder of textures10: `download_and_prepare` generates it, nothing is downloaded."""
+class Textures10(generated.Builder):
+  """tfds builder of textures10; `download_and_prepare` generates it, nothing is downloaded."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  code_path = None  # As shapes10's: no files live beside this builder.
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="png"),
-            "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-        }),
-        supervised_keys=("image", "label"),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split) for split in SPLIT_SIZES}
-
-  def _generate_examples(self, split):
-    images, labels = generate(SPLIT_SIZES[split], _SPLIT_SEEDS[split])
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {"image": image, "label": label}
+  DESCRIPTION = __doc__
+  IMAGE_SIZE, CLASS_NAMES, SPLIT_SIZES = IMAGE_SIZE, CLASS_NAMES, SPLIT_SIZES
+  SPLIT_SEEDS = _SPLIT_SEEDS
+  generate = staticmethod(generate)
