@@ -12,14 +12,12 @@ experiments/results/augmentation_survival.md and .json.
 import argparse
 import json
 import pathlib
-import tempfile
 
 import jax
 import numpy as np
 
 from byol_jax import config as config_lib
 from byol_jax import model
-from byol_jax import run
 from byol_jax import train
 from byol_jax.data import pipeline
 from experiments import machine
@@ -65,9 +63,7 @@ def survival(dataset, data_dir, split, images, image_size):
     views = jax.pmap(lambda b, c=config: train.augment_views(c, b, 0), axis_name=model.AXIS)(batch)
     labels = batch["label"][0]
     pixels = [np.asarray(v[0], np.float32) for v in views]
-    with tempfile.TemporaryDirectory() as workdir:
-      state = run.Trainer(config, workdir).untrained_state()
-    embeddings = protocol_screen.outputs(config, state, views)
+    embeddings = protocol_screen.outputs(config, protocol_screen.untrained(config), views)
     row = dict(stage=name)
     for feature, (one, two) in (("pixels", [p.reshape(images, -1) for p in pixels]),
                                 ("colour_stats", [_colour_statistics(p) for p in pixels]),

@@ -12,7 +12,6 @@ Writes experiments/results/colour_probe.md and .json.
 import argparse
 import json
 import pathlib
-import tempfile
 
 import ml_collections
 import numpy as np
@@ -20,7 +19,6 @@ import numpy as np
 from byol_jax import config as config_lib
 from byol_jax import export
 from byol_jax import model
-from byol_jax import run
 from byol_jax.data import augment
 from byol_jax.data import pipeline
 from experiments import machine
@@ -61,8 +59,7 @@ def probe(workdir, split):
   config = ml_collections.ConfigDict(json.loads(
       (pathlib.Path(workdir) / "config.json").read_text()))
   config = config_lib.validate(config)
-  with tempfile.TemporaryDirectory() as scratch:
-    step0 = run.Trainer(config, scratch).untrained_state()
+  step0 = protocol_screen.untrained(config)
   encoders = {
       "trained": export.load_encoder(str(pathlib.Path(workdir) / "encoder")),
       "step 0": model.make_embed_fn(config, step0.online_params, step0.online_state),

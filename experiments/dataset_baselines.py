@@ -11,16 +11,15 @@ experiments/results/baselines_<dataset>.md and .json.
 import argparse
 import json
 import pathlib
-import tempfile
 
 import jax.numpy as jnp
 
 from byol_jax import config as config_lib
 from byol_jax import model
-from byol_jax import run
 from byol_jax.evaluation import protocol
 from experiments import intervals
 from experiments import machine
+from experiments import protocol_screen
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 VARIANTS = {
@@ -36,8 +35,7 @@ def _pixels(images):
 
 
 def _step0_embed_fn(config):
-  with tempfile.TemporaryDirectory() as workdir:
-    state = run.Trainer(config, workdir).untrained_state()
+  state = protocol_screen.untrained(config)
   return model.make_embed_fn(config, state.online_params, state.online_state)
 
 

@@ -87,7 +87,8 @@ def outputs(config, state, views):
   return [jax.tree.map(lambda x: np.asarray(x[0]), mapped(params, net_state, v)) for v in views]
 
 
-def _untrained(config):
+def untrained(config):
+  """The state a run of `config` starts from (the modified init included), in a scratch workdir."""
   with tempfile.TemporaryDirectory() as workdir:
     return run.Trainer(config, workdir).untrained_state()
 
@@ -132,7 +133,7 @@ def seen_fraction(config, images=4):
 
 def _step_seconds(config, split, steps=5):
   """Median seconds of a training step at the config's batch, after the compiling one."""
-  state = _untrained(config)
+  state = untrained(config)
   update = train.map_over_devices(train.make_update(config, num_classes=10, steps_per_epoch=78),
                                   devices=jax.devices()[:1])
   state = train.replicate(state, jax.devices()[:1])
@@ -178,7 +179,7 @@ def main():
         if variant == "bn":  # The views are the same for every variant.
           pixels = [np.asarray(v[0], np.float32).reshape(args.images, -1) for v in views]
           row[f"pixels_hue{hue}"], row[f"pixels_hue{hue}_class"] = retrieval(*pixels, labels)
-        one, two = outputs(config, _untrained(config), views)
+        one, two = outputs(config, untrained(config), views)
         row[f"{variant}_hue{hue}"], row[f"{variant}_hue{hue}_class"] = retrieval(
             one["embedding"], two["embedding"], labels)
     row["step_seconds"] = _step_seconds(
@@ -190,7 +191,7 @@ def main():
     row = dict(depth=depth)
     for norm in ("none", "bn"):
       config = _config("configs/byol.py:tiny", depth=depth, norm=norm, **data)
-      embedding = outputs(config, _untrained(config),
+      embedding = outputs(config, untrained(config),
                           _views(config, args.images, args.split)[0])[0]["embedding"]
       row[f"{norm}_pair_cosine"] = pair_cosine(embedding)
       row[f"{norm}_rms"] = float(np.sqrt(np.mean(np.square(embedding))))

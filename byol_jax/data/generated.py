@@ -1,4 +1,4 @@
-"""What the generated datasets (shapes10, textures10) share: seeded balanced draws, a tfds builder."""
+"""What the generated datasets (shapes10, textures10) share: balanced seeded draws, a builder."""
 import numpy as np
 import tensorflow_datasets as tfds
 
