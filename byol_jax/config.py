@@ -1,8 +1,11 @@
-"""Defaults shared by the config files in configs/, the `tiny` preset, and config validation.
+"""What every config shares, the CPU scale of the `tiny` preset, and config validation.
 
-A config file builds on `base_config()`, sets what its method or paper row changes, and calls
-`apply_preset`. `validate` runs before any work starts, so a bad value fails in seconds with a
-message that names the key, the value and the valid choices.
+A config file (configs/) spells its paper row's recipe: method, normalization, init and
+optimization, at full scale and, under `if preset == "tiny":`, on a CPU. `base_config` holds what
+the rows share (the ResNet-50 and heads, the data pipeline and views, the run and the evaluation)
+and leaves each recipe key unset, so that `validate` names any a file forgets. `validate` runs
+before any work starts, so a bad value fails in seconds with a message that names the key, the
+value and the valid choices.
 """
 import importlib.util
 import os
@@ -22,6 +25,10 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 HOW_IT_RUNS = ("log_every", "checkpoint_every", "keep_checkpoints", "async_checkpoints",
                "remat_blocks", "accumulation_steps", "eval", "knn_monitor", "data_dir",
                "skip_corrupt_images", "max_image_pixels", "profile_first_step", "profile_steps")
+# The recipe keys each config file sets, and the ones only one method reads.
+RECIPE = ("method", "norm", "weight_standardization", "init", "batch_size", "epochs", "base_lr",
+          "weight_decay", "warmup_epochs")
+METHOD_ONLY = {"tau_base": "byol", "temperature": "simclr"}
 
 
 class ConfigError(ValueError):
@@ -29,17 +36,17 @@ class ConfigError(ValueError):
 
 
 def base_config():
-  """Vanilla BYOL, ResNet-50 with BN, on ImageNet, with the paper's hyper-parameters."""
+  """The keys every config has: the paper's ResNet-50 on ImageNet, its recipe keys unset."""
   c = ml_collections.ConfigDict()
-  c.method = "byol"
+  c.method = config_dict.placeholder(str)  # One of METHODS.
   # Normalization: `norm` is the encoder's; the heads follow it unless set.
-  c.norm = "bn"
+  c.norm = config_dict.placeholder(str)
   c.projector_norm = config_dict.placeholder(str)
   c.predictor_norm = config_dict.placeholder(str)
-  c.weight_standardization = False
+  c.weight_standardization = config_dict.placeholder(bool)
   c.gn_groups = 16
   c.bn_cross_replica = True  # BN statistics over the global batch, as the paper trains.
-  c.init = "default"  # `bn_stats`: the paper's modified init, with norm=none.
+  c.init = config_dict.placeholder(str)  # `bn_stats`: the paper's modified init, with norm=none.
   # Network.
   c.depth = 50
   c.width = 1.0  # Float, so that the CPU fractions 0.25 and 0.5 are valid overrides.
@@ -57,19 +64,19 @@ def base_config():
   # optimizer state, target EMA, losses and metrics stay float32 (see train.network_fn).
   c.compute_dtype = "bfloat16"
   # Optimization.
-  c.batch_size = 4096  # Global, over all devices of all hosts.
+  c.batch_size = config_dict.placeholder(int)  # Global, over all devices of all hosts.
   # Gradient accumulation: each device's batch runs as this many micro-batches, one at a time,
   # whose gradients are averaged before the one update; needs norms without batch statistics.
   c.accumulation_steps = 1
-  c.epochs = 1000
+  c.epochs = config_dict.placeholder(int)
   c.max_steps = config_dict.placeholder(int)  # Overrides epochs when set.
-  c.base_lr = 0.2  # Scaled by batch_size / 256.
-  c.weight_decay = 1.5e-6
-  c.warmup_epochs = 10
+  c.base_lr = config_dict.placeholder(float)  # Scaled by batch_size / 256.
+  c.weight_decay = config_dict.placeholder(float)
+  c.warmup_epochs = config_dict.placeholder(int)
   c.momentum = 0.9
   c.trust_coefficient = 1e-3
-  c.tau_base = 0.996
-  c.temperature = 0.1  # SimCLR only.
+  c.tau_base = config_dict.placeholder(float)  # BYOL's target EMA rate at step 0.
+  c.temperature = config_dict.placeholder(float)  # SimCLR's NT-Xent temperature.
   c.probe_lr = 1e-3  # Adam on the online linear probe, which sees stop_gradient(features).
   # Data.
   c.dataset = "imagenet2012"
@@ -138,58 +145,46 @@ def from_file(spec):
   return module.get_config(preset)
 
 
-def apply_preset(c, preset, *, tiny=None):
-  """`tiny`: the same recipe scaled to the embedded dataset and a 2-core CPU.
-
-  `tiny` holds a config file's own values at that scale, set after the common ones.
-  """
+def check_preset(preset):
+  """`preset`, if a config file knows it (see PRESETS)."""
   if preset not in PRESETS:
     raise ConfigError(f"Unknown config preset {preset!r}; valid presets: {PRESETS[1:]} "
                       "(e.g. --config=configs/byol_gn_ws.py:tiny), or none.")
-  if preset == "tiny":
-    c.dataset = "shapes10"
-    c.image_size = 32
-    c.depth = 18
-    # Width 1/4 (16-128 channels) with the imagenet stem, which takes 32 px to 8x8 at once: 30
-    # epochs of it take about 6 minutes on 2 cores.
-    c.width = 0.25
-    c.stem = "imagenet"
-    c.projector_hidden_size = 256
-    c.projection_size = 64
-    c.predictor_hidden_size = 256
-    c.compute_dtype = "float32"  # bfloat16 is no faster on a CPU; float32 keeps these runs exact.
-    c.batch_size = 128
-    # 30 epochs (2,340 steps): at 8 BYOL's features were still below a random network's on
-    # shapes10 and SimCLR's were not (experiments/results/reproduction.md).
-    c.epochs = 30
-    c.warmup_epochs = 1
-    # 1000 epochs let the paper use lr 0.2 and a slow target (0.996); 30 short epochs need a
-    # larger lr and a faster target.
-    c.base_lr = 2.0
-    c.tau_base = 0.99
-    # The hue is shapes10's one colour nuisance: shifts of up to half a turn (the paper: 0.1) make
-    # it differ between two views. Brightness, contrast and saturation stay the paper's.
-    # The blur's zero padding darkens a rim of one pixel in three at this size; view 1 is always
-    # blurred, so the rim told the views apart and a GN + WS net learned to encode that, not the
-    # image. Mirrored padding has no rim.
-    for view in (c.view1, c.view2):
-      view.hue = 0.5
-      view.blur_padding = "reflect"
-    c.shuffle_buffer = 2_000
-    c.log_every = 100
-    c.checkpoint_every = 100
-    # kNN of the validation split against 2,000 train images, a few times per run.
-    c.knn_monitor.update(every_steps=500, bank_split="train[:2000]", query_split="validation")
-    c.eval.linear_epochs = 30
-    c.eval.linear_batch_size = 256
-    c.eval.linear_augment = False
-    # No per-model lr sweep here (the paper picked each model's lr on a validation set): fixed
-    # feature standardisation lets one lr fit encoders whose feature scales differ by orders of
-    # magnitude (no normalization, Haiku's init), so the table compares features, not scales.
-    c.eval.standardize_features = True
-    c.eval.crop_fraction = 1.0  # 32 px shapes touch the border: keep the whole image.
-    c.eval.batch_size = 500
-    c.update(tiny or {})
+  return preset
+
+
+def scale_to_cpu(c):
+  """The `tiny` preset's scale, shared by every config file: the embedded dataset, a ResNet-18 of
+  width 1/4 and narrow heads, and an evaluation a 2-core CPU runs in a minute. The recipe at this
+  scale (batch, epochs, learning rate, target rate) is each config file's."""
+  c.dataset = "shapes10"
+  c.image_size = 32
+  c.depth = 18
+  c.width = 0.25  # 16-128 channels.
+  c.stem = "imagenet"
+  c.projector_hidden_size = 256
+  c.projection_size = 64
+  c.predictor_hidden_size = 256
+  c.compute_dtype = "float32"  # bfloat16 is no faster on a CPU; float32 keeps these runs exact.
+  # The hue is shapes10's one colour nuisance: shifts of up to half a turn (the paper: 0.1) make
+  # it differ between two views. The blur's zero padding darkens a rim of one pixel in three at
+  # this size, which tells the always-blurred view 1 from view 2; mirrored padding has no rim.
+  for view in (c.view1, c.view2):
+    view.hue = 0.5
+    view.blur_padding = "reflect"
+  c.shuffle_buffer = 2_000
+  c.log_every = 100
+  c.checkpoint_every = 100
+  # kNN of the validation split against 2,000 train images, a few times per run.
+  c.knn_monitor.update(every_steps=500, bank_split="train[:2000]", query_split="validation")
+  c.eval.linear_epochs = 30
+  c.eval.linear_batch_size = 256
+  c.eval.linear_augment = False
+  # One probe lr for every encoder, whatever its feature scale (no normalization, Haiku's init):
+  # features are standardised first, so the table compares features, not scales.
+  c.eval.standardize_features = True
+  c.eval.crop_fraction = 1.0  # 32 px shapes touch the border: keep the whole image.
+  c.eval.batch_size = 500
   return c
 
 
@@ -204,12 +199,18 @@ def head_norms(c):
   return (c.projector_norm or c.norm, c.predictor_norm or c.norm)
 
 
+def _reads(config, key):
+  """Whether a run of `config` (a dict) reads `key`: a method's own keys only its runs read."""
+  return key not in METHOD_ONLY or config.get("method") == METHOD_ONLY[key]
+
+
 def changed_keys(saved, now):
   """{key: (saved value, current value)} of the top-level keys that change what a run computes."""
   return {
       k: (saved.get(k), now.get(k))
       for k in sorted(set(saved) | set(now))
-      if saved.get(k) != now.get(k) and k not in HOW_IT_RUNS
+      if saved.get(k) != now.get(k) and k not in HOW_IT_RUNS and
+      (_reads(saved, k) or _reads(now, k))
   }
 
 
@@ -259,6 +260,11 @@ def _validate_knn_monitor(c):
 
 def validate(c):
   """Fail fast, naming the key, the value and the fix, before any data or device is touched."""
+  unset = [k for k in RECIPE + tuple(METHOD_ONLY) if c[k] is None and _reads(c, k)]
+  if unset:
+    raise ConfigError(f"config.{unset[0]} is unset: a config file spells its whole recipe "
+                      f"({', '.join(unset)} here); set it in the file (as configs/byol.py does) or "
+                      f"with --config.{unset[0]}=VALUE.")
   _choice(c, "method", METHODS)
   for key in ("norm", "projector_norm", "predictor_norm"):
     if c[key] is not None:
@@ -281,7 +287,7 @@ def validate(c):
   if c.profile_first_step is not None and c.profile_first_step < 2:
     raise ConfigError(f"config.profile_first_step={c.profile_first_step!r} must be >= 2: step 1 "
                       "compiles, so a profile of it shows compilation, not training.")
-  for key in ("base_lr", "probe_lr", "temperature"):
+  for key in ("base_lr", "probe_lr") + (("temperature",) if _reads(c, "temperature") else ()):
     if not c[key] > 0:
       raise ConfigError(f"config.{key}={c[key]!r} must be > 0.")
   if c.weight_decay < 0 or c.warmup_epochs < 0:
@@ -290,7 +296,7 @@ def validate(c):
   if not 0 < c.crop_min_area <= 1:
     raise ConfigError(f"config.crop_min_area={c.crop_min_area!r} must be in (0, 1]: the smallest "
                       "random crop as a fraction of the image's area (BYOL: 0.08).")
-  if not 0 <= c.tau_base <= 1:
+  if _reads(c, "tau_base") and not 0 <= c.tau_base <= 1:
     raise ConfigError(f"config.tau_base={c.tau_base!r} must be in [0, 1].")
   for view in ("view1", "view2"):
     view_keys = tuple(augment.VIEW1)

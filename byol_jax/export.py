@@ -4,7 +4,7 @@ An export is a directory with `encoder.npz` (the online encoder's parameters and
 "<module path>|<param name>") and `config.json` (the architecture and the compute dtype), so it
 loads without the training checkpoint, the optimizer or the heads. The loaded encoder computes in
 the dtype it was trained in (bfloat16 activations for the full-size configs), so it gives the
-features the run's own evaluation measured; exports without a compute dtype run in float32:
+features the run's own evaluation measured:
 
     from byol_jax import export
     embed = export.load_encoder("WORKDIR/encoder")
@@ -22,11 +22,6 @@ from byol_jax import model
 
 # What an export keeps of its run's config: the encoder's keys, and where its data came from.
 _CONFIG_KEYS = model.ENCODER_KEYS + ("image_size", "dataset")
-# Keys that exports written before them lack, at the values those exports were trained with.
-_OLD_EXPORT_DEFAULTS = {
-    "compute_dtype": "float32", "conv_init": "he", "zero_init_last_norm": True,
-    "bn_cross_replica": True
-}
 _PARAMS, _STATE = "params", "state"
 
 
@@ -70,8 +65,13 @@ def read_encoder(directory):
   if not path.exists():
     raise FileNotFoundError(f"No exported encoder at {path}; a finished training run writes one "
                             "to WORKDIR/encoder.")
-  arch = ml_collections.ConfigDict(
-      {**_OLD_EXPORT_DEFAULTS, **json.loads((path.parent / "config.json").read_text())})
+  arch = json.loads((path.parent / "config.json").read_text())
+  missing = [k for k in _CONFIG_KEYS if k not in arch]
+  if missing:
+    raise ValueError(
+        f"{path.parent}/config.json lacks {missing}: it was written by an older "
+        "byol_jax. Fix: export again from the run's last checkpoint with this version.")
+  arch = ml_collections.ConfigDict(arch)
   with np.load(io.BytesIO(path.read_bytes())) as data:
     arrays = dict(data)
   return arch, _unflatten(arrays, _PARAMS), _unflatten(arrays, _STATE)

@@ -13,7 +13,7 @@ network's), and its BN moving averages are updated by its own forward passes, no
 the online network's. Those moving averages are used only if the target itself is evaluated;
 evaluation uses the online encoder.
 """
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import haiku as hk
 import jax
@@ -42,6 +42,34 @@ class TrainState(NamedTuple):
   probe_opt_state: optax.OptState
 
 
+class Method(NamedTuple):
+  """What BYOL and SimCLR differ in, decided once from config.method.
+
+  `has_target`: a target network, the EMA of the online one, gives the regression targets (BYOL);
+  SimCLR's state has no target. `loss(outputs, targets)`: the loss of the online network's outputs
+  of both views, given the target's (None without a target).
+  """
+  has_target: bool
+  loss: Callable[..., Any]
+
+
+def method_of(config):
+  if config.method == "byol":
+
+    def byol(outputs, targets):
+      return losses.byol_loss(outputs[0]["prediction"], outputs[1]["prediction"],
+                              targets[0]["projection"], targets[1]["projection"])
+
+    return Method(has_target=True, loss=byol)
+
+  def simclr(outputs, targets):
+    del targets  # The other view of each image is the positive, the rest of the batch negatives.
+    return losses.infonce_loss(outputs[0]["projection"], outputs[1]["projection"],
+                               config.temperature, axis_name=model.AXIS)
+
+  return Method(has_target=False, loss=simclr)
+
+
 class Schedules(NamedTuple):
   learning_rate: Any
   tau: Any
@@ -53,7 +81,8 @@ def make_schedules(config, steps_per_epoch):
       learning_rate=optim.learning_rate_schedule(
           base_lr=config.base_lr, batch_size=config.batch_size, total_steps=total,
           warmup_steps=int(round(config.warmup_epochs * steps_per_epoch))),
-      tau=optim.tau_schedule(tau_base=config.tau_base, total_steps=total))
+      tau=optim.tau_schedule(tau_base=config.tau_base, total_steps=total)
+      if method_of(config).has_target else None)
 
 
 def total_steps(config, steps_per_epoch):
@@ -134,7 +163,7 @@ def _state_init(config, *, image_shape, num_classes, steps_per_epoch):
   network = model.make_network(config)
   probe = model.make_probe(num_classes)
   optimizer, probe_optimizer = make_optimizers(config, make_schedules(config, steps_per_epoch))
-  is_byol = config.method == "byol"
+  has_target = method_of(config).has_target
   dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
 
   def init(rng):
@@ -145,8 +174,8 @@ def _state_init(config, *, image_shape, num_classes, steps_per_epoch):
       probe_params = probe.init(probe_rng, jnp.zeros((1, model.embedding_size(config))))
       probe_opt_state = probe_optimizer.init(probe_params)
     return TrainState(step=jnp.zeros((), jnp.int32), online_params=params, online_state=state,
-                      target_params=params if is_byol else None,
-                      target_state=state if is_byol else None, opt_state=optimizer.init(params),
+                      target_params=params if has_target else None,
+                      target_state=state if has_target else None, opt_state=optimizer.init(params),
                       probe_params=probe_params, probe_opt_state=probe_opt_state)
 
   return init
@@ -184,16 +213,11 @@ def make_loss_fn(config, network, probe):
   online_state and both views' projections, from which the collapse monitors are computed over
   the whole batch.
   """
-  is_byol = config.method == "byol"
+  method = method_of(config)
 
   def loss_fn(online_params, probe_params, online_state, views, targets, labels):
     outputs, online_state = apply_to_views(network, online_params, online_state, views)
-    if is_byol:
-      loss = losses.byol_loss(outputs[0]["prediction"], outputs[1]["prediction"],
-                              targets[0]["projection"], targets[1]["projection"])
-    else:
-      loss = losses.infonce_loss(outputs[0]["projection"], outputs[1]["projection"],
-                                 config.temperature, axis_name=model.AXIS)
+    loss = method.loss(outputs, targets)
     aux = dict(online_state=online_state, loss=loss,
                projections=[jax.lax.stop_gradient(out["projection"]) for out in outputs])
     if probe is None:
@@ -242,7 +266,7 @@ def make_update(config, *, num_classes, steps_per_epoch):
   probe = model.make_probe(num_classes)
   schedules = make_schedules(config, steps_per_epoch)
   optimizer, probe_optimizer = make_optimizers(config, schedules)
-  is_byol = config.method == "byol"
+  method = method_of(config)
   loss_fn = make_loss_fn(config, network, probe)
   grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
 
@@ -253,7 +277,7 @@ def make_update(config, *, num_classes, steps_per_epoch):
       grad_sum, online_state, target_state = carry
       views = augment_views(config, micro_batch, state.step)
       targets = None
-      if is_byol:
+      if method.has_target:
         targets, target_state = apply_to_views(network, state.target_params, target_state, views)
         targets = jax.lax.stop_gradient(targets)
       grads, aux = grad_fn(state.online_params, state.probe_params, online_state, views, targets,
@@ -271,9 +295,9 @@ def make_update(config, *, num_classes, steps_per_epoch):
     if probe is not None:
       probe_updates, probe_opt_state = probe_optimizer.update(probe_grads, state.probe_opt_state)
       probe_params = optax.apply_updates(state.probe_params, probe_updates)
-    tau = schedules.tau(state.step)
-    target_params = None
-    if is_byol:
+    tau, target_params = jnp.zeros(()), None
+    if method.has_target:
+      tau = schedules.tau(state.step)
       target_params = jax.tree.map(lambda t, o: tau * t + (1.0 - tau) * o, state.target_params,
                                    online_params)
     grad_norm = optax.tree.norm(grads)
@@ -282,9 +306,9 @@ def make_update(config, *, num_classes, steps_per_epoch):
     metrics = {name: jnp.mean(value) for name, value in aux.items()}
     metrics.update(losses.collapse_metrics(*projections))
     metrics = _mean_over_replicas(metrics)
-    metrics.update(grad_norm=grad_norm, lr=schedules.learning_rate(state.step),
-                   tau=tau if is_byol else jnp.zeros(
-                       ()), finite=jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm))
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+    metrics.update(grad_norm=grad_norm, lr=schedules.learning_rate(state.step), tau=tau,
+                   finite=finite)
     new_state = TrainState(step=state.step + 1, online_params=online_params,
                            online_state=online_state, target_params=target_params,
                            target_state=target_state, opt_state=opt_state,

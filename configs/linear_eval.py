@@ -23,9 +23,6 @@ def get_config(preset=""):
   config.skip_corrupt_images = False  # As in training: leave out undecodable images.
   config.max_image_pixels = config_lib.base_config().max_image_pixels  # As in training.
   config.eval = config_lib.base_config().eval
-  if preset == "tiny":
-    config.eval = config_lib.apply_preset(config_lib.base_config(), "tiny").eval
-  elif preset:
-    raise config_lib.ConfigError(
-        f"Unknown config preset {preset!r}; valid presets: ('tiny',), or none.")
+  if config_lib.check_preset(preset) == "tiny":
+    config.eval = config_lib.scale_to_cpu(config_lib.base_config()).eval
   return config

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _NUM_CLASSES = 10
+_BYOL_CONFIG = str(ROOT / "configs" / "byol.py")
 _NO_AUGMENTATION = ("color_jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob")
 
 
@@ -108,7 +109,7 @@ def _matmul_peak(spec):
 
 def _jax_config(row, *, weight_standardization, augment):
   from byol_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  c = config_lib.base_config()
+  c = config_lib.from_file(_BYOL_CONFIG)
   c.depth, c.stem, c.width = row["depth"], row["stem"], 1.0
   c.norm = "gn" if row["norm"] == "gn_ws" else "bn"
   c.weight_standardization = weight_standardization
@@ -271,7 +272,8 @@ def _torch_row(spec):
 
   torch.set_num_threads(len(os.sched_getaffinity(0)))
   torch.set_flush_denormal(True)  # As XLA:CPU does.
-  row, config = spec["row"], config_lib.base_config()
+  row = spec["row"]
+  config = config_lib.from_file(_BYOL_CONFIG)
   online = _torch_networks(row, config)
   target = copy.deepcopy(online).requires_grad_(False)
   probe = torch.nn.Linear(online["projector"][0].in_features, _NUM_CLASSES)

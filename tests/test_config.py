@@ -23,6 +23,28 @@ def test_training_configs_validate(name, preset):
   assert config.compute_dtype == ("float32" if preset == "tiny" else "bfloat16")
 
 
+def test_a_recipe_key_a_config_leaves_unset_is_named():
+  config = load("byol")
+  config.base_lr = None
+  with pytest.raises(config_lib.ConfigError, match=r"config.base_lr is unset.*--config.base_lr="):
+    config_lib.validate(config)
+  config = load("byol", "tiny")
+  config.method = "simclr"  # SimCLR reads a temperature, which a BYOL file does not set.
+  with pytest.raises(config_lib.ConfigError, match="config.temperature is unset"):
+    config_lib.validate(config)
+  config.temperature = 0.1
+  config_lib.validate(config)
+
+
+def test_a_key_only_the_other_method_reads_is_no_change():
+  saved = load("byol").to_dict()
+  now = load("byol")
+  now.temperature = 0.5  # BYOL does not read it.
+  assert config_lib.changed_keys(saved, now.to_dict()) == {}
+  now.tau_base = 0.99
+  assert config_lib.changed_keys(saved, now.to_dict()) == {"tau_base": (0.996, 0.99)}
+
+
 def test_paper_hyper_parameters():
   gn = load("byol_gn_ws")
   assert (gn.norm, gn.gn_groups, gn.weight_standardization) == ("gn", 16, True)
@@ -151,7 +173,7 @@ def test_unknown_preset():
 
 
 def test_profile_window_must_leave_out_the_compiling_step():
-  config = config_lib.base_config()
+  config = load("byol")
   config.profile_first_step = 1
   with pytest.raises(config_lib.ConfigError, match="profile_first_step=1 must be >= 2"):
     config_lib.validate(config)

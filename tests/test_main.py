@@ -17,6 +17,7 @@ from byol_jax import config as config_lib
 from byol_jax import export
 from byol_jax import run
 from byol_jax import workdir as workdir_lib
+from train_helpers import load_config
 from train_helpers import small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -332,7 +333,7 @@ def test_two_processes_stop_together_survive_a_lost_peer_and_equal_one_process(
   progress = [[line for line in log.splitlines() if line.startswith("step ")] for log in logs]
   assert len(progress[0]) == steps - complete and not progress[1]
 
-  config = config_lib.apply_preset(config_lib.base_config(), "tiny")  # configs/byol.py:tiny
+  config = load_config("byol", "tiny")
   config.update(dict(SMALL, data_dir=shapes10_dir, max_steps=steps))  # As _command sets them.
   config.eval.enabled = False
   reference = _UnionOfHostSlices(config, str(tmp_path / "reference"))

@@ -101,7 +101,7 @@ def test_one_device_equals_four_devices(setting):
 
 
 def test_simclr_one_device_equals_four_devices():
-  config = train_helpers.small_config(method="simclr", norm="gn", gn_groups=4)
+  config = train_helpers.small_config(method="simclr", temperature=0.1, norm="gn", gn_groups=4)
   one, (metrics_one,) = _run(config, 1)
   four, (metrics_four,) = _run(config, 4)
   np.testing.assert_allclose(metrics_one["loss"], metrics_four["loss"], rtol=2e-5)

@@ -13,6 +13,7 @@ from byol_jax import config as config_lib
 from byol_jax import files
 from byol_jax import run
 from byol_jax import workdir
+from train_helpers import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,14 +92,14 @@ def test_atomic_writes_leave_no_temporary_file_and_keep_the_mode(tmp_path):
 
 
 def test_config_changes_that_compute_something_else_are_named_and_others_allowed():
-  saved = json.loads(config_lib.base_config().to_json())
-  now = config_lib.base_config()
+  saved = json.loads(load_config("byol").to_json())
+  now = load_config("byol")
   now.norm, now.base_lr, now.log_every, now.eval.knn_k = "gn", 0.3, 7, 5
   assert config_lib.changed_keys(saved, json.loads(
       now.to_json())) == {"base_lr": (0.2, 0.3), "norm": ("bn", "gn")}
-  assert run.config_fingerprint(now) != run.config_fingerprint(config_lib.base_config())
+  assert run.config_fingerprint(now) != run.config_fingerprint(load_config("byol"))
   now.norm, now.base_lr = "bn", 0.2
-  assert run.config_fingerprint(now) == run.config_fingerprint(config_lib.base_config())
+  assert run.config_fingerprint(now) == run.config_fingerprint(load_config("byol"))
 
 
 def test_hosts_that_disagree_are_named_fact_by_fact():
@@ -119,14 +120,14 @@ def test_hosts_that_disagree_are_named_fact_by_fact():
     ("crop_fraction", 1.5, r"config.eval.crop_fraction=1.5 must be in \(0, 1\]"),
 ])
 def test_bad_eval_values_stop_before_any_work(key, value, expected):
-  config = config_lib.base_config()
+  config = load_config("byol")
   config.eval[key] = value
   with pytest.raises(config_lib.ConfigError, match=expected):
     config_lib.validate(config)
 
 
 def test_gn_groups_that_do_not_divide_a_layer_are_named_early():
-  config = config_lib.apply_preset(config_lib.base_config(), "tiny")
+  config = load_config("byol", "tiny")
   config.norm, config.gn_groups = "gn", 32  # Width 1/4: the stem has 16 channels.
   with pytest.raises(config_lib.ConfigError, match="gn_groups=32 does not divide .*16-channel"):
     config_lib.validate(config)

@@ -1,14 +1,24 @@
 """Small configs and deterministic batches shared by the training tests and their subprocesses."""
+import pathlib
+
 import numpy as np
 
 from byol_jax import config as config_lib
+
+CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_config(name, preset=""):
+  """configs/NAME.py with `preset`, as --config=configs/NAME.py:PRESET loads it."""
+  return config_lib.from_file(f"{CONFIGS / name}.py:{preset}")
+
 
 NUM_CLASSES = 10
 
 
 def small_config(**overrides):
   """ResNet-18 (cifar stem) on 16x16 inputs with narrow heads: the smallest real BYOL step."""
-  config = config_lib.apply_preset(config_lib.base_config(), "tiny")
+  config = load_config("byol", "tiny")
   config.stem, config.width = "cifar", 0.25  # Every stage's feature map is larger than 1x1.
   config.base_lr = 0.2  # The paper's; the measurements quoted in test_train.py were taken with it.
   config.image_size = 16
