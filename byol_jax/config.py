@@ -263,7 +263,7 @@ def validate(c):
   unset = [k for k in RECIPE + tuple(METHOD_ONLY) if c[k] is None and _reads(c, k)]
   if unset:
     raise ConfigError(f"config.{unset[0]} is unset: a config file spells its whole recipe "
-                      f"({', '.join(unset)} here); set it in the file (as configs/byol.py does) or "
+                      f"({', '.join(unset)} here); set it in the file (as those in configs/ do) or "
                       f"with --config.{unset[0]}=VALUE.")
   _choice(c, "method", METHODS)
   for key in ("norm", "projector_norm", "predictor_norm"):

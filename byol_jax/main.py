@@ -19,6 +19,7 @@ process that loses another (a collective with it fails, or it gives no sign of l
 import os
 import signal
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -90,39 +91,38 @@ def _train(config, workdir):
   workdir_lib.check_writable(workdir)
   lock = workdir_lib.Lock(workdir, jax.process_index())
   try:
-    trainer = run.Trainer(config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
-                          watch=watch, lock=lock)
-    try:
-      if jax.process_count() == 1:  # Several: JAX's runtime catches it (Trainer._stop_requested).
-        signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop("SIGTERM"))
-      completed = trainer.train()
-      if completed:
-        trainer.export()
-    finally:
-      trainer.close()
-    results = _evaluate(config, trainer) if completed else None
-    if results is not None:
-      cli.report(results, workdir)
+    plan = run.plan(config)
+    stop = threading.Event()
+    if jax.process_count() == 1:  # Several: JAX's runtime catches it (run._stop_reason).
+      signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    outcome = run.train(plan, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value, stop=stop,
+                        watch=watch, lock=lock)
+    if outcome.completed:
+      run.export_encoder(plan, workdir, outcome.state)
+      results = _evaluate(plan, outcome.state)
+      if results is not None:
+        cli.report(results, workdir)
   finally:
     lock.release()
   if watch is not None:
     watch.finished()
-  if not completed:
+  if not outcome.completed:
     logging.warning(
         "Stopped at step %d before the end; the checkpoint is saved. Run the same "
-        "command again to resume.", trainer.step)
+        "command again to resume.", outcome.step)
     sys.exit(143)
 
 
-def _evaluate(config, trainer):
+def _evaluate(plan, host_state):
+  config = plan.config
   if not config.eval.enabled:
     return None
-  if not trainer.info.num_classes:
+  if not plan.info.num_classes:
     logging.warning(
         "Skipping the evaluation: %s has no labels (a flat image folder). Evaluate "
         "the exported encoder on a labelled dataset with byol_jax.linear_eval.", config.dataset)
     return None
-  return trainer.evaluate()
+  return run.evaluate(plan, host_state)
 
 
 def _exit_lost_peer(reason):

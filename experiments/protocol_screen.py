@@ -18,7 +18,6 @@ Writes experiments/results/protocol_screen.md and .json.
 import argparse
 import json
 import pathlib
-import tempfile
 import time
 
 import haiku as hk
@@ -88,9 +87,8 @@ def outputs(config, state, views):
 
 
 def untrained(config):
-  """The state a run of `config` starts from (the modified init included), in a scratch workdir."""
-  with tempfile.TemporaryDirectory() as workdir:
-    return run.Trainer(config, workdir).untrained_state()
+  """The state a run of `config` starts from (the modified init included)."""
+  return run.untrained_state(run.plan(config))
 
 
 def _standardized(x):

@@ -11,7 +11,6 @@ encoder ignores everything outside that square. Writes experiments/results/step0
 """
 import pathlib
 import sys
-import tempfile
 
 import numpy as np
 
@@ -27,8 +26,7 @@ SQUARES = (9, 16, 24)
 def embedding_changes(spec, rng):
   """{k: max |change| of the step-0 embedding when pixels outside the top-left k x k change}."""
   config = config_lib.validate(config_lib.from_file(spec))
-  with tempfile.TemporaryDirectory() as workdir:
-    state = run.Trainer(config, workdir).untrained_state()
+  state = run.untrained_state(run.plan(config))
   embed = model.make_embed_fn(config, state.online_params, state.online_state)
   size = config.image_size
   images = rng.integers(0, 256, (64, size, size, 3), dtype=np.uint8)

@@ -17,12 +17,12 @@ experiments/results/view_collapse.md.
 import json
 import pathlib
 import sys
-import tempfile
 
 import jax
 import ml_collections
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from byol_jax import checkpoint  # pylint: disable=g-import-not-at-top
 from byol_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 from byol_jax import losses
 from byol_jax import model
@@ -47,10 +47,14 @@ def view_cosines(run_spec):
   """(step, {output: losses.collapse_metrics}) of the run's latest checkpoint or its step 0."""
   config, workdir = _config_and_workdir(run_spec)
   config = config_lib.validate(config)
-  with tempfile.TemporaryDirectory() as scratch:
-    trainer = run.Trainer(config, str(workdir or scratch))
-    state = trainer.latest_state()
-    batch = next(iter(trainer.host_batches(0, 0, 1, jax.local_device_count())))
+  plan = run.plan(config)
+  if workdir is None:
+    state = run.untrained_state(plan)
+  else:
+    checkpointer = checkpoint.Checkpointer(workdir / "checkpoints")
+    state = run.latest_state(plan, checkpointer).state
+    checkpointer.close()
+  batch = next(iter(run.host_batches(plan, 0)))
   network = model.make_network(config)
 
   def forward(params, net_state, batch):

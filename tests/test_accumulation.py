@@ -126,7 +126,7 @@ def test_accumulation_steps_must_divide_each_devices_batch():
   with pytest.raises(config_lib.ConfigError, match="does not divide the per-device batch of 4"):
     jax.eval_shape(jax.vmap(update, axis_name=model.AXIS), state,
                    train_helpers.global_batch(config, 0, 4))
-  # The same check, which run.Trainer makes at start-up once the device count is known.
+  # The same check, which run.plan makes at start-up once the device count is known.
   with pytest.raises(config_lib.ConfigError, match="does not divide the per-device batch of 4"):
     train.check_accumulation(4, 8)
   train.check_accumulation(8, 4)
@@ -136,7 +136,7 @@ def test_accumulation_steps_must_divide_each_devices_batch():
     (dict(norm="bn"), "BN's statistics would be those of each micro-batch"),
     (dict(norm="gn", predictor_norm="bn"), r"\{'predictor_norm': 'bn'\}"),
     (dict(norm="bn_stopgrad"), "BN's statistics"),
-    (dict(method="simclr", norm="gn"), "only config.batch_size / 2 negatives"),
+    (dict(method="simclr", temperature=0.1, norm="gn"), "only config.batch_size / 2 negatives"),
 ])
 def test_batch_dependent_losses_are_refused_with_the_problem_and_the_fix(overrides, problem):
   with pytest.raises(config_lib.ConfigError, match=problem) as error:

@@ -224,11 +224,9 @@ def test_a_changed_config_a_second_run_and_a_fresh_start_lose_nothing(tmp_path, 
   assert [m["step"] for m in _metrics(workdir)] == [1, 2]
 
 
-class _UnionOfHostSlices(run.Trainer):
-  """One process fed, at every step, the union of the slices that 2 hosts x 2 devices read."""
-
-  def _batches(self, start_step):
-    return _Union([self.host_batches(start_step, p, 2, 2) for p in range(2)])
+def _union_of_host_slices(plan, start_step):
+  """Batches for one process: at every step, the union of the slices 2 hosts x 2 devices read."""
+  return _Union([run.host_batches(plan, start_step, p, 2, 2) for p in range(2)])
 
 
 class _Union:
@@ -336,9 +334,10 @@ def test_two_processes_stop_together_survive_a_lost_peer_and_equal_one_process(
   config = load_config("byol", "tiny")
   config.update(dict(SMALL, data_dir=shapes10_dir, max_steps=steps))  # As _command sets them.
   config.eval.enabled = False
-  reference = _UnionOfHostSlices(config, str(tmp_path / "reference"))
-  assert reference.train()
-  reference.export()
+  plan = run.plan(config)
+  outcome = run.train(plan, str(tmp_path / "reference"), batches=_union_of_host_slices)
+  assert outcome.completed
+  run.export_encoder(plan, str(tmp_path / "reference"), outcome.state)
   # 2 x 2 and 1 x 4 devices sum in different orders, and training amplifies the float32
   # difference: equal to 1e-5 over the first steps, then growing (5.7e-4 by step 7, 1.03e-3 by
   # step 8 in one CI run, 3.0e-3 by step 10 of this network). Wrong sharding or statistics differ
@@ -496,5 +495,5 @@ def test_single_class_folder_warns(tmp_path, caplog):
   _image_folder(tmp_path / "images" / "cats", 20)  # 10% of 20 is a test split of 2.
   config = small_config(dataset=f"folder:{tmp_path / 'images'}")
   config.knn_monitor.every_steps = 0  # The tiny preset's monitor reads shapes10's splits.
-  run.Trainer(config, str(tmp_path / "workdir"))
+  run.plan(config)
   assert "has a single class" in caplog.text
