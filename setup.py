@@ -29,7 +29,7 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=_requirements(),
     extras_require={
-        # matplotlib: tests/test_reproduce.py checks the plots experiments/reproduce.py writes.
+        # matplotlib: tests/test_reproduce.py checks the plots that reproduce.py writes.
         # hypothesis: property-based tests where the input space is wide (conv shapes).
         # pytest-xdist: the tests run on two workers (README).
         # yapf: the repo's formatter; pinned, as another version formats some lines differently.
@@ -40,9 +40,9 @@ setuptools.setup(
         # NVIDIA GPUs: jaxlib's CUDA 12 plugin with CUDA from pip, over requirements.txt's jax range
         # (jax 0.10 also offers jax[cuda13] for CUDA 13 drivers).
         "gpu": [_with_extra("jax", "cuda12")],
-        # Compiling for TPU topologies on any host (experiments/tpu_compile.py), and TPU VMs.
+        # Compiling for TPU topologies on any host (benchmarks/tpu_compile.py), and TPU VMs.
         "tpu": ["jax[tpu]"],
-        # Only experiments/bench_train_step.py's PyTorch baseline; never imported by byol_jax.
+        # Only benchmarks/bench_train_step.py's PyTorch baseline; never imported by byol_jax.
         "bench": ["torch==2.13.0"],
         # byol_jax.export_torch (the encoder as PyTorch weights) and its tests; torch_resnet.py
         # itself needs only torch (tested with 2.13 and 2.14).

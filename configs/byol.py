@@ -4,7 +4,7 @@ r"""BYOL with batch normalization: the paper's Table 2, row 1 (74.3% linear top-
     python -m byol_jax.main --config=configs/byol.py:tiny --workdir=/tmp/byol  # 2-core CPU
 
 Other rows of the paper's tables are this file with overrides, e.g. `--config.norm=ln` or
-`--config.predictor_norm=none` (experiments/reproduce.py lists them).
+`--config.predictor_norm=none` (experiments/reproduction/reproduce.py lists them).
 """
 from byol_jax import config as config_lib
 

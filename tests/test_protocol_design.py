@@ -1,5 +1,5 @@
-"""The measures the CPU-scale protocol is designed with (experiments/protocol_screen.py,
-colour_probe.py, intervals.py), on inputs whose answer is known."""
+"""The measures the CPU-scale protocol is designed with (experiments/reproduction/:
+protocol_screen.py, colour_probe.py, intervals.py), on inputs whose answer is known."""
 import json
 
 import numpy as np
@@ -9,9 +9,9 @@ pytest.importorskip("tensorflow")  # protocol_screen reads data through the host
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from byol_jax.data import augment
-from experiments import colour_probe
-from experiments import intervals
-from experiments import protocol_screen
+from experiments.reproduction import colour_probe
+from experiments.reproduction import intervals
+from experiments.reproduction import protocol_screen
 
 
 @pytest.mark.parametrize("size, side", [(224, 7), (64, 2), (36, 2), (33, 2), (32, 1)])
@@ -61,7 +61,7 @@ def test_hue_targets_read_the_darker_and_the_brighter_colour():
 
 
 def test_summarize_runs_reads_a_finished_workdir(tmp_path):
-  from experiments import summarize_runs  # pylint: disable=g-import-not-at-top
+  from experiments.reproduction import summarize_runs  # pylint: disable=g-import-not-at-top
   config = {
       "dataset": "textures10", "norm": "gn", "init": "default", "image_size": 36, "epochs": 30,
       "seed": 1, "view1": {"hue": 0.5}, "eval": {"test_split": "validation"}

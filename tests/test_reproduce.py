@@ -1,15 +1,10 @@
-"""experiments/reproduce.py: run commands, skipping finished runs, and the tables it writes."""
-import importlib.util
+"""experiments/reproduction/reproduce.py: its commands, skipping finished runs, and its tables."""
 import json
-import pathlib
 
 from etils import epath
 import pytest
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "reproduce.py"
-_SPEC = importlib.util.spec_from_file_location("reproduce", _PATH)
-reproduce = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(reproduce)
+from experiments.reproduction import reproduce
 
 
 def _fake_run(workdir, top1, knn, wall_s=60.0, cpus=("Test CPU",)):
@@ -70,7 +65,7 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path, monkeypatch):
   _fake_run(tmp_path / "runs" / "bn" / "seed0", 0.50, 0.40)
   _fake_run(tmp_path / "runs" / "bn" / "seed1", 0.60, 0.40)
   table = reproduce.report(reproduce.TABLE2, [0, 1], epath.Path(tmp_path / "runs"), "cpu", "2",
-                           "python experiments/reproduce.py --table=2")
+                           "python -m experiments.reproduction.reproduce --table=2")
   row = next(line for line in table.splitlines() if line.startswith("| bn "))
   assert "55.0 ± 5.0" in row and "40.0 ± 0.0" in row and "| 2 |" in row
   assert "none" not in table.split("\n", 2)[2]  # Unfinished variants are left out.

@@ -1,23 +1,18 @@
-"""experiments/tpu_compile.py compiles the real train step for a TPU topology, on this CPU host.
+"""experiments/benchmarks/tpu_compile.py compiles the real train step for a TPU topology, here.
 
 Needs libtpu (`pip install -e ".[tpu]"`), which CI does not install: skipped without it.
 """
 import copy
 import importlib.util
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.benchmarks import tpu_compile
 from train_helpers import small_config
-
-sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
-
-import tpu_compile  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _NO_LIBTPU = importlib.util.find_spec("libtpu") is None
 

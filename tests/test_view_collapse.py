@@ -1,15 +1,8 @@
-"""experiments/view_collapse.py: the collapse metrics of a workdir's network on its own views."""
-import os
-import sys
-
+"""experiments/reproduction/view_collapse.py: a workdir's collapse metrics on its own views."""
 import pytest
 
+from experiments.reproduction import view_collapse
 from train_helpers import small_config
-
-sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
-
-import view_collapse  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_a_workdir_without_a_checkpoint_reports_its_step_0_network(tmp_path, shapes10_dir):

@@ -1,27 +1,27 @@
 r"""What a dataset offers before any self-supervision, read on its validation split.
 
-    python -m experiments.dataset_baselines --dataset=textures10 [--seeds=3]
+    python -m experiments.reproduction.dataset_baselines --dataset=textures10 [--seeds=3]
 
 Linear and kNN top-1 with the tiny presets' protocol (train split -> validation split) of raw
 pixels (the centre crop, flattened) and of each Table 2 variant's step-0 encoder (bn, none,
 bn_stats, gn_ws; a new draw of the weights per seed). A BYOL encoder that learns must beat every
-row. The supervised bound is experiments/supervised_bound.py. Writes
+row. The supervised bound is experiments/reproduction/supervised_bound.py. Writes
 experiments/results/baselines_<dataset>.md and .json.
 """
 import argparse
 import json
-import pathlib
 
 import jax.numpy as jnp
 
 from byol_jax import config as config_lib
 from byol_jax import model
 from byol_jax.evaluation import protocol
-from experiments import intervals
+import experiments
 from experiments import machine
-from experiments import protocol_screen
+from experiments.reproduction import intervals
+from experiments.reproduction import protocol_screen
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS = experiments.RESULTS
 VARIANTS = {
     "bn": ("configs/byol.py:tiny", {}),
     "none": ("configs/byol.py:tiny", dict(norm="none")),
@@ -72,7 +72,7 @@ def _write(rows, args, image_size):
   (RESULTS / f"{out}.json").write_text(json.dumps({**header, "rows": rows}, indent=1))
   lines = [
       f"# Baselines on {args.dataset}", "",
-      f"`python -m experiments.dataset_baselines --dataset={args.dataset} "
+      f"`python -m experiments.reproduction.dataset_baselines --dataset={args.dataset} "
       f"--image_size={image_size} --seeds={args.seeds}` on {header['cpu']}: trained on the "
       f"train split, read on {args.split!r}, {image_size} px, the tiny presets' protocol; mean ± "
       "t-based 95% interval over seeds (%).", "", "| features | linear top-1 | kNN top-1 |",

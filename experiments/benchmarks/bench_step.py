@@ -1,6 +1,6 @@
 r"""Train-step time of a config on 1..N (fake CPU) devices, on synthetic on-device-sized inputs.
 
-    python experiments/bench_step.py --config=configs/byol_gn_ws.py:tiny --devices=1,4
+    python -m experiments.benchmarks.bench_step --config=configs/byol_gn_ws.py:tiny --devices=1,4
 
 Each device count runs in its own process (XLA's fake CPU device count is fixed at start-up). The
 global batch is the config's, split over the devices; inputs are random uint8 views, so the time is
@@ -15,7 +15,9 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+import experiments
+
+ROOT = experiments.REPO
 
 
 def measure(spec, steps):
@@ -70,9 +72,10 @@ def main():
         **os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
         "JAX_PLATFORMS": "cpu"
     }
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", f"--config={args.config}", f"--steps={args.steps}"],
-        env=env, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([
+        sys.executable, "-m", "experiments.benchmarks.bench_step", "--child",
+        f"--config={args.config}", f"--steps={args.steps}"
+    ], env=env, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
   table = [
       f"Train step of `{args.config}` (batch {rows[0]['batch']}, {rows[0]['image_size']} px, "
@@ -86,7 +89,7 @@ def main():
       f"{r['images_per_sec']:.0f} |" for r in rows
   ]
   table += [
-      "", f"Command: `python experiments/bench_step.py --config={args.config} "
+      "", f"Command: `python -m experiments.benchmarks.bench_step --config={args.config} "
       f"--devices={args.devices} --steps={args.steps}`"
   ]
   text = "\n".join(table) + "\n"

@@ -1,6 +1,6 @@
 r"""One table row per finished run: its recipe's varied keys, its evaluation, its random init's.
 
-    python -m experiments.summarize_runs WORKDIR [WORKDIR ...] --out=protocol_pilots
+    python -m experiments.reproduction.summarize_runs WORKDIR [WORKDIR ...] --out=protocol_pilots
 
 Reads each workdir's config.json, eval.json and metrics.jsonl (final cosines: the mean of the last
 five logged batches) and writes experiments/results/OUT.md and .json.
@@ -9,10 +9,11 @@ import argparse
 import json
 import pathlib
 
+import experiments
 from experiments import machine
-from experiments import protocol_screen
+from experiments.reproduction import protocol_screen
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS = experiments.RESULTS
 _LAST = 5
 
 
@@ -48,7 +49,7 @@ def main():
   ]
   lines = [
       f"# Runs: {args.out}", "",
-      f"`python -m experiments.summarize_runs WORKDIR ... --out={args.out}` on "
+      f"`python -m experiments.reproduction.summarize_runs WORKDIR ... --out={args.out}` on "
       f"{machine.cpu_name()}: top-1 (%) of the final encoder and of its step-0 encoder (random), "
       f"cosines of the last {_LAST} logged batches.", ""
   ] + protocol_screen.table(rows, columns)

@@ -1,6 +1,6 @@
 r"""What of an image survives BYOL's augmentations, step by step, on a validation split.
 
-    python -m experiments.augmentation_survival [--datasets=shapes10,textures10]
+    python -m experiments.reproduction.augmentation_survival [--datasets=shapes10,textures10]
 
 Two views of the same images go through the pipeline with the augmentations added one at a time:
 crops and flips only, then colour jitter, grayscale, and blur and solarize (the paper's views, hue
@@ -11,7 +11,6 @@ experiments/results/augmentation_survival.md and .json.
 """
 import argparse
 import json
-import pathlib
 
 import jax
 import numpy as np
@@ -20,10 +19,11 @@ from byol_jax import config as config_lib
 from byol_jax import model
 from byol_jax import train
 from byol_jax.data import pipeline
+import experiments
 from experiments import machine
-from experiments import protocol_screen
+from experiments.reproduction import protocol_screen
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS = experiments.RESULTS
 _OFF = dict(color_jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
 # Each stage turns on the paper's value of its keys, on top of the stages before it.
 STAGES = (
@@ -93,7 +93,7 @@ def main():
   columns = ["stage", "pixels", "colour_stats", "bn_encoder", "bn_encoder_class"]
   lines = [
       "# What survives the augmentations", "",
-      f"`python -m experiments.augmentation_survival --datasets={args.datasets}` on "
+      f"`python -m experiments.reproduction.augmentation_survival --datasets={args.datasets}` on "
       f"{header['cpu']}: {args.split!r} split, {args.image_size} px. Partner retrieval among "
       f"{args.images} views (chance {1 / args.images:.4f}) by pixels, by colour statistics and by "
       "the tiny BN encoder's step-0 embedding; bn_encoder_class: how often the retrieved view has "

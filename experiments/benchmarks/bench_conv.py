@@ -1,8 +1,9 @@
 r"""Where the CPU train step's time goes: its convolutions, one layer at a time, XLA vs PyTorch.
 
     pip install -e .[bench]
-    python experiments/bench_conv.py                       # ~2 min on 2 cores
-    XLA_FLAGS=--xla_cpu_use_onednn=true python experiments/bench_conv.py --output=/tmp/conv.md
+    python -m experiments.benchmarks.bench_conv                       # ~2 min on 2 cores
+    XLA_FLAGS=--xla_cpu_use_onednn=true python -m experiments.benchmarks.bench_conv \
+        --output=/tmp/conv.md
 
 The train step of bench_train_step.py is almost all convolution, and it trails PyTorch where the
 feature maps are large. This splits one conv layer of each stage of its rows into the three
@@ -28,12 +29,13 @@ import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # Idle PyTorch threads must not spin.
 
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
-from byol_jax import compile_options  # pylint: disable=g-import-not-at-top,wrong-import-position
+from byol_jax import compile_options
+import experiments
+from experiments import machine
+
+ROOT = experiments.REPO
 
 # (model row of bench_train_step, batch, input px, in channels, out channels, kernel, stride).
 LAYERS = (
@@ -167,7 +169,7 @@ def main():
       f"({compile_options.for_platform('cpu') or 'none on this jaxlib'}); XLA's default "
       f"options hand the convolutions to YNNPACK.",
       f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.", "",
-      f"Command: `{' '.join(['python experiments/bench_conv.py'] + sys.argv[1:])}`"
+      f"Command: `{' '.join(['python -m experiments.benchmarks.bench_conv'] + sys.argv[1:])}`"
   ]) + "\n"
   print(text)
   output = pathlib.Path(args.output)

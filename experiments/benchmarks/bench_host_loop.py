@@ -9,14 +9,13 @@ per-step stop check alone, the old one (a process_allgather) against the new one
 sync point), in 2 processes.
 
     git worktree add /tmp/before <commit>     # e.g. the loop that gathered on every step
-    python experiments/bench_host_loop.py --repos=/tmp/before,.
+    python -m experiments.benchmarks.bench_host_loop --repos=/tmp/before,.
 
 Prints a Markdown table and writes it, with its JSON, to experiments/results/host_loop.{md,json}.
 """
 import argparse
 import json
 import os
-import pathlib
 import socket
 import statistics
 import subprocess
@@ -24,11 +23,10 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import experiments
+from experiments import machine
 
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS = experiments.RESULTS
 _SMALL = ("--config.stem=cifar", "--config.width=0.25", "--config.image_size=8",
           "--config.batch_size=8", "--config.projector_hidden_size=32",
           "--config.projection_size=16", "--config.predictor_hidden_size=32",
@@ -99,11 +97,11 @@ def call_costs(calls):
   env = {
       **os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"
   }
-  code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
-          f"import bench_host_loop as b; b._time_calls(int(sys.argv[1]), {port}, {calls})")
+  code = (f"import sys; from experiments.benchmarks import bench_host_loop as b; "
+          f"b._time_calls(int(sys.argv[1]), {port}, {calls})")
   procs = [
-      subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True) for i in range(2)
+      subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, cwd=experiments.REPO,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)
   ]
   outputs = [p.communicate(timeout=600) for p in procs]
   if any(p.returncode for p in procs):
@@ -135,7 +133,7 @@ def main():
   lines = [
       f"# Host loop, 2 processes x 2 CPU devices ({machine.cpu_name()}, "
       f"{os.cpu_count()} cores)", "",
-      f"`python experiments/bench_host_loop.py --repos=... --steps={args.steps} "
+      f"`python -m experiments.benchmarks.bench_host_loop --repos=... --steps={args.steps} "
       f"--repeats={args.repeats}`: ResNet-18 at width 1/4, 8 px, global batch 8; the rate of "
       "each run's last half. GN + WS (configs/byol_gn_ws.py:tiny).", "",
       "| commit | steps/s (median) | ms/step | images/s per run |", "| --- | --- | --- | --- |"

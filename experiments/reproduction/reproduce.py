@@ -1,9 +1,9 @@
 r"""Reproduces the paper's Table 2 and Table 1 and the blog's collapse check, one command each.
 
-    python experiments/reproduce.py --table=2               # 4 variants x 3 seeds, CPU scale
-    python experiments/reproduce.py --table=1               # encoder/projector/predictor norms
-    python experiments/reproduce.py --table=init            # no norm: standard vs He vs bn_stats
-    python experiments/reproduce.py --table=2 --scale=full --root=gs://BUCKET/repro \
+    python -m experiments.reproduction.reproduce --table=2     # 4 variants x 3 seeds, CPU scale
+    python -m experiments.reproduction.reproduce --table=1     # encoder/projector/predictor norms
+    python -m experiments.reproduction.reproduce --table=init  # no norm: Haiku vs He vs bn_stats
+    python -m experiments.reproduction.reproduce --table=2 --scale=full --root=gs://BUCKET/repro \
         -- --multihost_tpu --config.data_dir=gs://BUCKET/tfds    # ImageNet, on every pod worker
 
 Every run is `python -m byol_jax.main` in its own process and workdir (ROOT/table<N>/<variant>/
@@ -22,7 +22,6 @@ Table 2 and 300 for Table 1, as in the paper).
 import argparse
 import collections
 import json
-import pathlib
 import shlex
 import subprocess
 import sys
@@ -31,11 +30,10 @@ import time
 from etils import epath
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+import experiments
+from experiments import machine
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = REPO / "experiments" / "results"
+REPO, RESULTS = experiments.REPO, experiments.RESULTS
 
 Variant = collections.namedtuple("Variant", "name config overrides batch_stats paper")
 
@@ -294,7 +292,7 @@ def main():
   root = epath.Path(args.root) / f"table{args.table}_{args.scale}"
   if not args.report_only:
     run_all(variants, seeds, root, args.scale, args.table, extra_flags)
-  command = "python experiments/reproduce.py " + shlex.join(sys.argv[1:])
+  command = "python -m experiments.reproduction.reproduce " + shlex.join(sys.argv[1:])
   print(
       report(variants, seeds, root, args.scale, args.table, command,
              keep_previous=not args.drop_previous))

@@ -7,9 +7,9 @@ on shape-only inputs. For each row it reports the compile time, XLA's FLOPs per 
 per-device memory against the chip's HBM (arguments, outputs, temporaries, and what donation
 aliases), and the images/s per chip that 100% and 40% of the chip's bf16 peak would give.
 
-    python experiments/tpu_compile.py --rows=bn_v3_512                  # one row of ROWS
-    python experiments/tpu_compile.py --rows=all                        # every row (hours here)
-    python experiments/tpu_compile.py --rows=bn_v4_32 --search_batch    # + the largest batch
+    python -m experiments.benchmarks.tpu_compile --rows=bn_v3_512                  # one row of ROWS
+    python -m experiments.benchmarks.tpu_compile --rows=all  # every row (hours here)
+    python -m experiments.benchmarks.tpu_compile --rows=bn_v4_32 --search_batch  # + largest batch
 
 Prints a Markdown table and writes it, with its JSON, to experiments/results/tpu_compile.{md,json}
 (--output); rows already there and not rerun are kept. Only one process may hold libtpu at a time.
@@ -27,12 +27,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import experiments
+from experiments import machine
 
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = REPO / "experiments" / "results"
+REPO, RESULTS = experiments.REPO, experiments.RESULTS
 GIB = 2**30
 
 # One JAX device of each generation: HBM and peak bf16 FLOP/s (Cloud TPU's published figures), and
@@ -388,7 +386,8 @@ def write(records, output):
   records = _merged(records, output.with_suffix(".json"))
   text = (
       f"# The train step compiled for TPU topologies on a CPU host\n\n"
-      f"`python experiments/tpu_compile.py --rows=ROW[,ROW...]` (rows run one or a few at a "
+      f"`python -m experiments.benchmarks.tpu_compile --rows=ROW[,ROW...]` (rows run one or a "
+      "few at a "
       f"time; each keeps its own compile time, measured on the CPU host the row names), "
       f"jax {jax.__version__}, libtpu "
       f"{getattr(libtpu, '__version__', '?')}. Memory and FLOPs are XLA's own analysis of "

@@ -1,8 +1,8 @@
 r"""BYOL train-step throughput against XLA's FLOP count, the machine's matmul peak and PyTorch.
 
     pip install -e .[bench]       # PyTorch, for the side-by-side step only
-    python experiments/bench_train_step.py                  # the full table (~30 min on 2 cores)
-    python experiments/bench_train_step.py --quick          # end-to-end check, 32 and 224 px
+    python -m experiments.benchmarks.bench_train_step  # the full table (~30 min on 2 cores)
+    python -m experiments.benchmarks.bench_train_step --quick  # end-to-end check, 32 and 224 px
 
 Rows: ResNet-18 at --r18_sizes with the cifar and imagenet stems and ResNet-50 at --r50_sizes with
 the imagenet stem, each with BN and with GN+WS, width 1 and the paper's heads (4096-256-4096). Ours
@@ -44,10 +44,10 @@ import time
 
 import numpy as np
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import experiments
+from experiments import machine
 
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+ROOT = experiments.REPO
 
 _NUM_CLASSES = 10
 _BYOL_CONFIG = str(ROOT / "configs" / "byol.py")
@@ -323,8 +323,9 @@ _CHILDREN = {"matmul": _matmul_peak, "jax": _jax_row, "torch": _torch_row}
 def _child(spec):
   """Runs spec in a fresh interpreter; its result, or None after printing why it failed."""
   env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run([sys.executable, __file__, f"--child={json.dumps(spec)}"], env=env,
-                        cwd=ROOT, capture_output=True, text=True, check=False)
+  proc = subprocess.run([
+      sys.executable, "-m", "experiments.benchmarks.bench_train_step", f"--child={json.dumps(spec)}"
+  ], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
   if proc.returncode:
     print(f"FAILED {spec}:\n{proc.stderr[-3000:]}", file=sys.stderr)
     return None
@@ -451,7 +452,7 @@ def main():
           file=sys.stderr)
     lines.append(_table_row(row, ours, theirs, peak))
 
-  command = " ".join(["python experiments/bench_train_step.py"] + sys.argv[1:])
+  command = " ".join(["python -m experiments.benchmarks.bench_train_step"] + sys.argv[1:])
   torch_peak = f"{matmul['torch'] / 1e9:.0f}" if matmul["torch"] else "failed"
   text = "\n".join([
       f"BYOL train step, ours (byol_jax.train on 1 XLA:CPU device, "

@@ -1,6 +1,7 @@
 r"""What a CPU-scale setting keeps of the paper, measured at step 0, before anything trains.
 
-    python -m experiments.protocol_screen [--dataset=textures10 --out=protocol_screen_textures10]
+    python -m experiments.reproduction.protocol_screen \
+        [--dataset=textures10 --out=protocol_screen_textures10]
 
 Reads one validation split (shapes10's by default), never a test split. For each candidate
 geometry (image size, stem) and depth:
@@ -17,7 +18,6 @@ Writes experiments/results/protocol_screen.md and .json.
 """
 import argparse
 import json
-import pathlib
 import time
 
 import haiku as hk
@@ -30,9 +30,10 @@ from byol_jax import model
 from byol_jax import run
 from byol_jax import train
 from byol_jax.data import pipeline
+import experiments
 from experiments import machine
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS = experiments.RESULTS
 # Image sizes with the paper's (imagenet) stem; the cifar stem's 32 x 32 first stage made a step
 # 7 times slower than the imagenet stem's at 32 px (1.18 s against 0.163 s, depth 18).
 IMAGE_SIZES = (32, 36, 48, 64)
@@ -219,7 +220,8 @@ def _write(paper, sizes, depths, args):
   retrievals = [f"{v}_hue{h}" for h in HUES for v in ("pixels",) + tuple(VARIANTS)]
   lines = [
       "# Step-0 screen of CPU-scale settings", "",
-      f"`python -m experiments.protocol_screen --dataset={args.dataset} --split={args.split}` on "
+      f"`python -m experiments.reproduction.protocol_screen --dataset={args.dataset} "
+      f"--split={args.split}` on "
       f"{header['cpu']}.", "",
       "## Geometry and starting signal (ResNet-18, width 1/4, imagenet stem)", "",
       "last_map: side of the encoder's last feature map. seen_fraction: pixels that move the "

@@ -1,6 +1,6 @@
 r"""Whether a finished run's projections tell images apart or only the two kinds of view.
 
-    python experiments/view_collapse.py RUN [RUN ...]
+    python -m experiments.reproduction.view_collapse RUN [RUN ...]
 
 RUN is a run's workdir (its latest checkpoint) or a config file, CONFIG[:PRESET] (its step-0
 network, with the modified init where the config asks for it).
@@ -21,14 +21,14 @@ import sys
 import jax
 import ml_collections
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from byol_jax import checkpoint  # pylint: disable=g-import-not-at-top
-from byol_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+from byol_jax import checkpoint
+from byol_jax import config as config_lib
 from byol_jax import losses
 from byol_jax import model
 from byol_jax import run
 from byol_jax import train
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+import experiments
+from experiments import machine
 
 OUTPUTS = ("embedding", "projection")
 
@@ -85,9 +85,9 @@ def main(runs):
                   " | ".join(f"{values[c]:.3f}" for c in columns) + " |")
   table = "\n".join(rows)
   print(table)
-  out = pathlib.Path(__file__).parent / "results" / "view_collapse.md"
+  out = experiments.RESULTS / "view_collapse.md"
   out.write_text("# Positive, negative and within-view cosines of finished runs\n\n"
-                 "`python experiments/view_collapse.py " + " ".join(runs) +
+                 "`python -m experiments.reproduction.view_collapse " + " ".join(runs) +
                  f"` on {machine.cpu_name()}, first pretraining batch, the online network.\n\n" +
                  table + "\n")
   print(f"Wrote {out}")
@@ -95,6 +95,6 @@ def main(runs):
 
 if __name__ == "__main__":
   if len(sys.argv) < 2:
-    sys.exit(
-        "usage: python experiments/view_collapse.py RUN [RUN ...] (a workdir or CONFIG[:PRESET])")
+    sys.exit("usage: python -m experiments.reproduction.view_collapse RUN [RUN ...] "
+             "(a workdir or CONFIG[:PRESET])")
   main(sys.argv[1:])

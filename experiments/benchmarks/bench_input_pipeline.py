@@ -6,8 +6,8 @@ image), once pinned to one CPU core and once on all of the process's cores, so t
 the cores per host that a given train step rate needs. The device part times the jitted
 `augment_view` on both views of a batch, on JAX's default backend; it needs no TensorFlow.
 
-  python experiments/bench_input_pipeline.py                    # both parts, writes the table
-  python experiments/bench_input_pipeline.py --parts=augment    # e.g. on a machine without TF
+  python -m experiments.benchmarks.bench_input_pipeline  # both parts, writes the table
+  python -m experiments.benchmarks.bench_input_pipeline --parts=augment  # e.g. without TF
 
 Prints a Markdown table and writes it to experiments/results/input_pipeline.md (--output).
 """
@@ -15,18 +15,15 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import experiments
+from experiments import machine
 
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-_DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                               "input_pipeline.md")
+_DEFAULT_OUTPUT = str(experiments.RESULTS / "input_pipeline.md")
 
 
 def _write_jpegs(folder, num_images, width, height):
@@ -137,7 +134,7 @@ def main():
                  f"{ms:.1f} ms per batch ({1e3 * args.batch_size / ms:.0f} images/s)", setting))
 
   table = "\n".join([
-      f"Input pipeline benchmark: `python experiments/bench_input_pipeline.py` on "
+      f"Input pipeline benchmark: `python -m experiments.benchmarks.bench_input_pipeline` on "
       f"{machine.cpu_name()}, {cores} cores available to the process.", "",
       "| measurement | result | setting |", "| --- | --- | --- |"
   ] + [f"| {name} | {value} | {setting} |" for name, value, setting in rows]) + "\n"

@@ -1,8 +1,8 @@
 r"""How far a CPU-scale encoder can get on a generated dataset with labels, and where a random one
 starts.
 
-    python -m experiments.supervised_bound --config=configs/byol.py:tiny [--steps=312] \
-        [--config.dataset=textures10] [--split=validation] [--floor]
+    python -m experiments.reproduction.supervised_bound --config=configs/byol.py:tiny \
+        [--steps=312] [--config.dataset=textures10] [--split=validation] [--floor]
 
 Trains the config's encoder (BN in training mode, as BYOL's online network) with a linear head
 and cross-entropy on the labels, for as many steps and the same batch as the config's BYOL run

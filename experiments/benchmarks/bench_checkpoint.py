@@ -4,31 +4,29 @@ The state is a full-size one (configs/byol.py: ResNet-50 BYOL, online + target +
 probe), filled with random values on the host, saved through `checkpoint.Checkpointer` as the run
 saves it. "Blocks the loop" is the time `save` takes to return; "on disk" until `wait` returns.
 
-    python experiments/bench_checkpoint.py [--config=byol] [--repeats=3] [--directory=/tmp/x]
+    python -m experiments.benchmarks.bench_checkpoint [--config=byol] [--repeats=3] \
+        [--directory=/tmp/x]
 
 Prints a Markdown table and writes it to experiments/results/checkpoint.md.
 """
 import argparse
 import os
-import pathlib
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import experiments
+from experiments import machine
 
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = experiments.REPO
 
 
 def host_state(config_name):
   """A train state of configs/<config_name>.py, as random host arrays (what the run saves)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import tpu_compile  # pylint: disable=g-import-not-at-top  # Its config loader.
+  from experiments.benchmarks import tpu_compile  # pylint: disable=g-import-not-at-top
   from byol_jax import run  # pylint: disable=g-import-not-at-top
   from byol_jax import train  # pylint: disable=g-import-not-at-top
   config = tpu_compile.load_config(config_name, {})
@@ -70,7 +68,8 @@ def main():
   text = "\n".join([
       f"# Checkpoint saves: how long the training loop waits ({machine.cpu_name()}, "
       f"{os.cpu_count()} cores)", "",
-      f"`python experiments/bench_checkpoint.py --config={args.config} --repeats={args.repeats}`:"
+      f"`python -m experiments.benchmarks.bench_checkpoint --config={args.config} "
+      f"--repeats={args.repeats}`:"
       f" the train state of configs/{args.config}.py ({size_gib:.2f} GiB on the host), saved "
       f"to a local disk; medians of {args.repeats} saves.", "",
       "| save | blocks the loop (s) | on disk (s) |", "| --- | --- | --- |", *rows

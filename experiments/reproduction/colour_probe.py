@@ -1,6 +1,6 @@
 r"""Does a trained encoder code its images' colours? A ridge probe of hue, beside the class's.
 
-    python -m experiments.colour_probe WORKDIR [WORKDIR ...] [--split=validation]
+    python -m experiments.reproduction.colour_probe WORKDIR [WORKDIR ...] [--split=validation]
 
 For each finished run: the centre crops of --split, embedded by the exported encoder and by the
 step-0 encoder of the same config; a ridge regression from the standardized features, fitted on
@@ -21,10 +21,11 @@ from byol_jax import export
 from byol_jax import model
 from byol_jax.data import augment
 from byol_jax.data import pipeline
+import experiments
 from experiments import machine
-from experiments import protocol_screen
+from experiments.reproduction import protocol_screen
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS = experiments.RESULTS
 _RIDGE = 1.0  # Per standardized feature; the probe compares encoders, it is not tuned.
 _SHARE = 0.3  # The darkest and brightest 30% of pixels give the two colours' hues.
 
@@ -94,7 +95,8 @@ def main():
   ]
   lines = [
       "# Colour or class: what the trained encoders code", "",
-      f"`python -m experiments.colour_probe WORKDIR ...` on {header['cpu']}, {args.split!r} split: "
+      f"`python -m experiments.reproduction.colour_probe WORKDIR ...` on {header['cpu']}, "
+      f"{args.split!r} split: "
       "held-out R^2 of a ridge probe (fitted on the first half) of the images' two hues and of "
       "their one-hot class, from the step-0 and the trained encoder of each run.", ""
   ] + protocol_screen.table(rows, columns)

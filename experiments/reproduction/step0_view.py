@@ -1,6 +1,7 @@
 r"""Which part of the image a run's step-0 encoder sees, per config.
 
-    python experiments/step0_view.py configs/byol.py:tiny configs/byol_bn_stats.py:tiny ...
+    python -m experiments.reproduction.step0_view configs/byol.py:tiny \
+        configs/byol_bn_stats.py:tiny ...
 
 With each block's last norm at 0 a residual block is the identity at step 0, and the encoder is
 the stem and the 1x1 stride-2 shortcuts: at 32 px with the imagenet stem those subsample the 8x8
@@ -9,16 +10,15 @@ k x k square of 64 random images and reports the largest change of the step-0 em
 own: random init, and for init=bn_stats its scales and offsets from batch statistics). 0 means the
 encoder ignores everything outside that square. Writes experiments/results/step0_view.md.
 """
-import pathlib
 import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from byol_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+from byol_jax import config as config_lib
 from byol_jax import model
 from byol_jax import run
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+import experiments
+from experiments import machine
 
 SQUARES = (9, 16, 24)
 
@@ -52,13 +52,14 @@ def main(specs):
                 f" | {scale:.3g} |")
   table = "\n".join(rows)
   print(table)
-  out = pathlib.Path(__file__).parent / "results" / "step0_view.md"
-  out.write_text("# What the step-0 encoder sees\n\n`python experiments/step0_view.py " +
-                 " ".join(specs) + f"` on {machine.cpu_name()}.\n\n" + table + "\n")
+  out = experiments.RESULTS / "step0_view.md"
+  out.write_text(
+      "# What the step-0 encoder sees\n\n`python -m experiments.reproduction.step0_view " +
+      " ".join(specs) + f"` on {machine.cpu_name()}.\n\n" + table + "\n")
   print(f"Wrote {out}")
 
 
 if __name__ == "__main__":
   if len(sys.argv) < 2:
-    sys.exit("usage: python experiments/step0_view.py CONFIG[:PRESET] ...")
+    sys.exit("usage: python -m experiments.reproduction.step0_view CONFIG[:PRESET] ...")
   main(sys.argv[1:])
