@@ -13,7 +13,7 @@ import haiku as hk
 import jax.numpy as jnp
 import ml_collections
 
-from byol_jax import compile_options
+from byol_jax import cpu_speed
 from byol_jax import config as config_lib
 from byol_jax import nets
 from byol_jax.data import augment
@@ -153,4 +153,4 @@ def _embed_program(encoder_json):
                                 augment.normalize(images), is_training=False)
     return features.astype(jnp.float32)
 
-  return compile_options.jit(embed)
+  return cpu_speed.jit(embed)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from byol_jax import compile_options
+from byol_jax import cpu_speed
 from byol_jax import config as config_lib
 from byol_jax import model
 from byol_jax import train
@@ -53,7 +53,7 @@ class _Case:
     mapped = jax.pmap(train.make_update(config, num_classes=NUM_CLASSES, steps_per_epoch=10),
                       axis_name=model.AXIS, devices=devices)
     lowered = mapped.lower(state, train_helpers.global_batch(config, 0, num_devices))
-    self.compiled = lowered.compile(compiler_options=compile_options.for_platform("cpu") or None)
+    self.compiled = lowered.compile(compiler_options=cpu_speed.for_platform("cpu") or None)
     self.metrics = []
     for step in range(STEPS):
       state, metrics = self.compiled(state, train_helpers.global_batch(config, step, num_devices))

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from byol_jax import cpu_speed
 from byol_jax import model
 from byol_jax import nets
-from byol_jax.nets import conv
 
 _ALL_NORMS = nets.NORMS + ("affine",)
 _RNG = jax.random.PRNGKey(0)
@@ -476,7 +476,7 @@ def test_matmul_conv_equals_lax_conv(size, kernel, stride, cin, cout):
     return conv2d(x, w, stride), jax.grad(loss, (0, 1))(x, w)
 
   jitted = jax.jit(values_and_grads, static_argnums=0)  # One compile, not 49.
-  got, want = jitted(conv.matmul_conv2d), jitted(conv.lax_conv2d)
+  got, want = jitted(cpu_speed.matmul_conv2d), jitted(cpu_speed.lax_conv2d)
   assert got[0].shape == want[0].shape
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-4), got, want)
 
@@ -491,13 +491,13 @@ def test_matmul_conv_equals_lax_conv_on_any_shape(batch, height, extra_width, ke
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(batch, height, height + extra_width, cin)).astype(np.float32)
   w = rng.normal(size=(kernel, kernel, cin, cout)).astype(np.float32)
-  got, want = conv.matmul_conv2d(x, w, stride), conv.lax_conv2d(x, w, stride)
+  got, want = cpu_speed.matmul_conv2d(x, w, stride), cpu_speed.lax_conv2d(x, w, stride)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_conv_lowering_rule(monkeypatch):
-  rule = lambda x, k, s: conv.use_matmul(x, (k, k, x[-1], 8), s)
+  rule = lambda x, k, s: cpu_speed.use_matmul(x, (k, k, x[-1], 8), s)
   assert jax.default_backend() == "cpu"
   assert rule((64, 56, 56, 64), 1, 1) and rule((64, 8, 8, 256), 1, 2)
   assert rule((64, 2, 2, 512), 3, 1) and rule((64, 4, 3, 256), 3, 2)
@@ -514,15 +514,15 @@ def test_resnet_same_with_and_without_matmul_convs(monkeypatch):
   params, state = f.init(_RNG, x, True)
   params = _random_params(params)
   loss = lambda p: jnp.sum(jnp.sin(f.apply(p, state, None, x, True)[0]))
-  rule, decisions = conv.use_matmul, []
+  rule, decisions = cpu_speed.use_matmul, []
 
   def recorded_rule(*args):
     decisions.append(rule(*args))
     return decisions[-1]
 
-  monkeypatch.setattr(conv, "use_matmul", lambda *_: False)
+  monkeypatch.setattr(cpu_speed, "use_matmul", lambda *_: False)
   want = jax.jit(jax.value_and_grad(loss))(params)
-  monkeypatch.setattr(conv, "use_matmul", recorded_rule)
+  monkeypatch.setattr(cpu_speed, "use_matmul", recorded_rule)
   got = jax.jit(jax.value_and_grad(loss))(params)
   assert len(decisions) == 21 and 0 < sum(decisions) < 21
   # Float error only, relative to each leaf's scale: BN over 8 values in the
@@ -534,7 +534,7 @@ def test_resnet_same_with_and_without_matmul_convs(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["conv", "linear"])
 def test_layers_reproduce_haiku_layers_exactly(kind, monkeypatch):
-  monkeypatch.setattr(conv, "use_matmul", lambda *_: False)  # lax.conv.
+  monkeypatch.setattr(cpu_speed, "use_matmul", lambda *_: False)  # lax.conv.
   if kind == "conv":
     layers = (lambda x: nets.Conv2D(6, kernel_shape=3, stride=2)
               (x), lambda x: hk.Conv2D(6, kernel_shape=3, stride=2)(x))

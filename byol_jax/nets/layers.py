@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byol_jax.nets import conv
+from byol_jax import cpu_speed
 
 # User-facing choices. "affine" is also accepted by `make_norm`: it is the
 # network of the paper's modified init (BN removed, its scale/offset kept).
@@ -81,7 +81,7 @@ class Conv2D(_Layer):
   """SAME-padded NHWC conv with hk.Conv2D's parameters, init and default name.
 
   Parameters: "w" [k, k, Cin, Cout] and, with_bias, "b" [Cout]. Square
-  kernels and strides only. Runs `conv.conv2d`, fast on CPU too.
+  kernels and strides only. Runs `cpu_speed.conv2d`: matmuls where XLA:CPU's conv is slow.
   """
 
   def __init__(self, output_channels, kernel_shape, stride=1, with_bias=True, w_init=None,
@@ -94,7 +94,7 @@ class Conv2D(_Layer):
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self._kernel_size
     w = self._weight((k, k, x.shape[-1], self._output_channels), x.dtype)
-    return self._add_bias(conv.conv2d(x, w, self._stride))
+    return self._add_bias(cpu_speed.conv2d(x, w, self._stride))
 
 
 class WSConv2D(Conv2D):

@@ -8,10 +8,10 @@ r"""Where the CPU train step's time goes: its convolutions, one layer at a time,
 The train step of bench_train_step.py is almost all convolution, and it trails PyTorch where the
 feature maps are large. This splits one conv layer of each stage of its rows into the three
 convolutions of a training step: the forward pass, the input gradient (dx) and the kernel
-gradient (dw), each jitted alone, as `byol_jax.nets.conv.conv2d` computes them (the path it
+gradient (dw), each jitted alone, as `byol_jax.cpu_speed.conv2d` computes them (the path it
 takes is in the table: XLA's convolution, or a matmul for 1x1 kernels and tiny outputs), with
 the cores the forward pass kept busy (CPU time over wall time), compiled with the options the
-train step gets (byol_jax.compile_options: XLA's own Eigen convolutions). With XLA's default
+train step gets (byol_jax.cpu_speed: XLA's own Eigen convolutions). With XLA's default
 options, float32 convolutions go to YNNPACK, which here ran on one core whenever a layer had
 fewer than 128 input or output channels; the same three are also timed that way. Beside them:
 the layer as patches plus one matmul (im2col, `matmul_conv2d`), forward and both gradients, and
@@ -31,7 +31,7 @@ import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # Idle PyTorch threads must not spin.
 
-from byol_jax import compile_options
+from byol_jax import cpu_speed
 import experiments
 from experiments import machine
 
@@ -81,7 +81,6 @@ def _jax_times(batch, px, cin, cout, kernel, stride, repeats):
   The im2col entry is its fwd + dx + dw.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from byol_jax.nets import conv  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
   x = jax.numpy.asarray(rng.standard_normal((batch, px, px, cin), np.float32))
@@ -100,10 +99,10 @@ def _jax_times(batch, px, cin, cout, kernel, stride, repeats):
     ]
     return [ms for ms, _ in results], results[0][1]
 
-  path = "matmul" if conv.use_matmul(x.shape, w.shape, stride) else "XLA conv"
-  ours = compile_options.for_platform("cpu") or None
-  return (path, timed(conv.conv2d,
-                      ours), timed(conv.conv2d), sum(timed(conv.matmul_conv2d, ours)[0]))
+  path = "matmul" if cpu_speed.use_matmul(x.shape, w.shape, stride) else "XLA conv"
+  ours = cpu_speed.for_platform("cpu") or None
+  return (path, timed(cpu_speed.conv2d,
+                      ours), timed(cpu_speed.conv2d), sum(timed(cpu_speed.matmul_conv2d, ours)[0]))
 
 
 def _torch_times(batch, px, cin, cout, kernel, stride, repeats, *, threads):
@@ -165,8 +164,8 @@ def main():
       "- ours/PyTorch: speed ratio, PyTorch's forward+backward time over ours (fwd + dx + dw); "
       "above 1x ours is faster.",
       "- Cores busy: the process's CPU time over wall time while the forward pass ran; 1.0 is "
-      "one core.", f"- Ours: compiled with byol_jax.compile_options' options "
-      f"({compile_options.for_platform('cpu') or 'none on this jaxlib'}); XLA's default "
+      "one core.", f"- Ours: compiled with byol_jax.cpu_speed's options "
+      f"({cpu_speed.for_platform('cpu') or 'none on this jaxlib'}); XLA's default "
       f"options hand the convolutions to YNNPACK.",
       f"- Whole run: {(time.perf_counter() - start) / 60:.1f} min.", "",
       f"Command: `{' '.join(['python -m experiments.benchmarks.bench_conv'] + sys.argv[1:])}`"

@@ -7,7 +7,7 @@ r"""BYOL train-step throughput against XLA's FLOP count, the machine's matmul pe
 Rows: ResNet-18 at --r18_sizes with the cifar and imagenet stems and ResNet-50 at --r50_sizes with
 the imagenet stem, each with BN and with GN+WS, width 1 and the paper's heads (4096-256-4096). Ours
 is the real step of byol_jax.train (make_update, LARS, EMA target, online probe), compiled for 1
-CPU device as map_over_devices compiles it (with byol_jax.compile_options), and also timed with
+CPU device as map_over_devices compiles it (with byol_jax.cpu_speed), and also timed with
 XLA's default options (which hand the convolutions to YNNPACK). Its inputs are two pre-made uint8
 views and the config's augmentation probabilities are 0, which removes the augmentations from the
 step (it still converts and normalizes the views). The PyTorch step (eager, NCHW) is the same
@@ -126,11 +126,11 @@ def _jax_config(row, *, weight_standardization, augment):
 def _jax_variant(row, views, *, xla_defaults=False, **variant):
   """The compiled real train step of one variant, its XLA FLOPs and online parameter count.
 
-  Compiled as map_over_devices compiles it on CPU (with compile_options' options), or with
+  Compiled as map_over_devices compiles it on CPU (with cpu_speed's options), or with
   XLA's default options if xla_defaults; ahead of time here, for its FLOP count.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from byol_jax import compile_options  # pylint: disable=g-import-not-at-top
+  from byol_jax import cpu_speed  # pylint: disable=g-import-not-at-top
   from byol_jax import model  # pylint: disable=g-import-not-at-top
   from byol_jax import train  # pylint: disable=g-import-not-at-top
 
@@ -145,7 +145,7 @@ def _jax_variant(row, views, *, xla_defaults=False, **variant):
   })
   update = jax.pmap(train.make_update(config, num_classes=_NUM_CLASSES, steps_per_epoch=100),
                     axis_name=model.AXIS, donate_argnums=(0,))
-  options = None if xla_defaults else compile_options.for_platform("cpu") or None
+  options = None if xla_defaults else cpu_speed.for_platform("cpu") or None
   start = time.perf_counter()
   compiled = update.lower(state, inputs).compile(compiler_options=options)
   compile_s = time.perf_counter() - start
@@ -351,9 +351,9 @@ def _rows(args):
 
 
 def _compile_options_note():
-  """What byol_jax.compile_options passes on this machine's jaxlib, in words."""
-  from byol_jax import compile_options  # pylint: disable=g-import-not-at-top
-  options = compile_options.for_platform("cpu")
+  """What byol_jax.cpu_speed passes on this machine's jaxlib, in words."""
+  from byol_jax import cpu_speed  # pylint: disable=g-import-not-at-top
+  options = cpu_speed.for_platform("cpu")
   return f"ours: {options}" if options else "none on this jaxlib: both columns are the same step"
 
 
@@ -476,7 +476,7 @@ def main():
       "- PyTorch uses SGD with momentum in place of LARS; otherwise the same step (see the "
       "script's docstring). Ours converts and normalizes the uint8 views in the step; PyTorch "
       "gets them normalized.",
-      "- XLA's default options: the same step compiled without byol_jax.compile_options "
+      "- XLA's default options: the same step compiled without byol_jax.cpu_speed "
       f"({_compile_options_note()}), timed interleaved with ours.",
       "- Peak RSS: ru_maxrss of the row's fresh process, framework and interpreter included "
       "(ours: XLA's compilation too; taken before the other variants compile).",

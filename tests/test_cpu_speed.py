@@ -1,10 +1,10 @@
-"""CPU compile options: convolutions leave YNNPACK, nothing else changes, results agree."""
+"""cpu_speed: CPU compile options move convolutions off YNNPACK; results agree."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from byol_jax import compile_options
+from byol_jax import cpu_speed
 from byol_jax import model
 from byol_jax import train
 
@@ -20,9 +20,9 @@ def _uses_ynnpack(fn, options, *args):
 
 
 def test_cpu_options_move_only_convolutions_off_ynnpack():
-  options = compile_options.for_platform("cpu")
+  options = cpu_speed.for_platform("cpu")
   if not options:
-    pytest.skip(f"jaxlib {jax.__version__} has no {compile_options.YNN_FUSION_TYPES} option")
+    pytest.skip(f"jaxlib {jax.__version__} has no {cpu_speed.YNN_FUSION_TYPES} option")
   x, w = jnp.ones((8, 16, 16, 64)), jnp.ones((3, 3, 64, 64))
   assert _uses_ynnpack(_conv, None, x, w)  # What the option is for: the default takes convs.
   assert not _uses_ynnpack(_conv, options, x, w)
@@ -33,19 +33,19 @@ def test_cpu_options_move_only_convolutions_off_ynnpack():
 
 
 def test_only_cpu_gets_options():
-  assert compile_options.for_platform("gpu") == {}
-  assert compile_options.for_platform("tpu") == {}
-  assert compile_options.for_platform("gpu", run_once=True) == {}
-  assert compile_options.for_platform("cpu", run_once=True) == compile_options.RUN_ONCE_CPU_OPTIONS
+  assert cpu_speed.for_platform("gpu") == {}
+  assert cpu_speed.for_platform("tpu") == {}
+  assert cpu_speed.for_platform("gpu", run_once=True) == {}
+  assert cpu_speed.for_platform("cpu", run_once=True) == cpu_speed.RUN_ONCE_CPU_OPTIONS
 
 
 def test_xla_flags_setting_the_option_wins(monkeypatch):
-  monkeypatch.setenv("XLA_FLAGS", f"--{compile_options.YNN_FUSION_TYPES}=LIBRARY_FUSION_TYPE_DOT")
-  compile_options._options.cache_clear()  # pylint: disable=protected-access
+  monkeypatch.setenv("XLA_FLAGS", f"--{cpu_speed.YNN_FUSION_TYPES}=LIBRARY_FUSION_TYPE_DOT")
+  cpu_speed._options.cache_clear()  # pylint: disable=protected-access
   try:
-    assert compile_options.for_platform("cpu") == {}
+    assert cpu_speed.for_platform("cpu") == {}
   finally:
-    compile_options._options.cache_clear()  # pylint: disable=protected-access
+    cpu_speed._options.cache_clear()  # pylint: disable=protected-access
 
 
 def test_mapped_function_with_options_matches_plain_pmap():
