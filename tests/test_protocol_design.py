@@ -64,7 +64,8 @@ def test_summarize_runs_reads_a_finished_workdir(tmp_path):
   from experiments.reproduction import summarize_runs  # pylint: disable=g-import-not-at-top
   config = {
       "dataset": "textures10", "norm": "gn", "init": "default", "image_size": 36, "epochs": 30,
-      "seed": 1, "view1": {"hue": 0.5}, "eval": {"test_split": "validation"}
+      "seed": 1, "view1": {"hue": 0.5}, "eval": {"test_split": "validation"}, "base_lr": 1.0,
+      "tau_base": 0.99
   }
   (tmp_path / "config.json").write_text(json.dumps(config))
   (tmp_path / "eval.json").write_text(
@@ -78,3 +79,4 @@ def test_summarize_runs_reads_a_finished_workdir(tmp_path):
       (40, 25, 30, 20))
   assert row["pos_cos"] == pytest.approx(0.5)  # The last five: steps 3-7.
   assert row["hue"] == 0.5 and row["knn_monitor"] == [(7, 0.3)]
+  assert (row["base_lr"], row["tau_base"]) == (1.0, 0.99)

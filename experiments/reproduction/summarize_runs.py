@@ -26,9 +26,10 @@ def summarize(workdir):
   last = records[-_LAST:]
   return dict(dataset=config["dataset"], norm=config["norm"], init=config["init"],
               image_size=config["image_size"], hue=config["view1"]["hue"], epochs=config["epochs"],
-              seed=config["seed"], eval_split=config["eval"]["test_split"] or "default",
-              linear=100 * evaluation["top1"], random_linear=100 * evaluation["random_init_top1"],
-              knn=100 * evaluation["knn_top1"], random_knn=100 * evaluation["random_init_knn_top1"],
+              base_lr=config["base_lr"], tau_base=config["tau_base"], seed=config["seed"],
+              eval_split=config["eval"]["test_split"] or "default", linear=100 * evaluation["top1"],
+              random_linear=100 * evaluation["random_init_top1"], knn=100 * evaluation["knn_top1"],
+              random_knn=100 * evaluation["random_init_knn_top1"],
               pos_cos=sum(r["positive_cosine"] for r in last) / len(last),
               neg_cos=sum(r["negative_cosine"] for r in last) / len(last), knn_monitor=[
                   (r["step"], r["knn_top1"]) for r in records if "knn_top1" in r
@@ -44,8 +45,8 @@ def main():
   (RESULTS / f"{args.out}.json").write_text(
       json.dumps({"cpu": machine.cpu_name(), "runs": rows}, indent=1))
   columns = [
-      "dataset", "norm", "init", "image_size", "hue", "epochs", "seed", "eval_split", "linear",
-      "random_linear", "knn", "random_knn", "pos_cos", "neg_cos"
+      "dataset", "norm", "init", "image_size", "hue", "epochs", "base_lr", "tau_base", "seed",
+      "eval_split", "linear", "random_linear", "knn", "random_knn", "pos_cos", "neg_cos"
   ]
   lines = [
       f"# Runs: {args.out}", "",
