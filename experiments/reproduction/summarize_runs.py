@@ -11,10 +11,12 @@ import pathlib
 
 import experiments
 from experiments import machine
+from experiments.reproduction import intervals
 from experiments.reproduction import protocol_screen
 
 RESULTS = experiments.RESULTS
 _LAST = 5
+_RECIPE = ("dataset", "norm", "init", "image_size", "hue", "epochs", "base_lr", "tau_base")
 
 
 def summarize(workdir):
@@ -36,6 +38,25 @@ def summarize(workdir):
               ])
 
 
+def by_recipe(rows):
+  """One row per recipe (the runs that differ only in their seed): mean ± t-based 95% interval of
+  each probe, and of each run's gain over its own seed's random init (paired)."""
+  groups = {}
+  for row in rows:
+    groups.setdefault(tuple(row[k] for k in _RECIPE), []).append(row)
+  summary = []
+  for recipe, runs in groups.items():
+    interval = lambda f, runs=runs: intervals.format_interval([f(r) / 100 for r in runs])
+    group = dict(zip(_RECIPE, recipe), seeds=len(runs))
+    group["linear"] = interval(lambda r: r["linear"])
+    group["linear gain"] = interval(lambda r: r["linear"] - r["random_linear"])
+    group["kNN"] = interval(lambda r: r["knn"])
+    group["kNN gain"] = interval(lambda r: r["knn"] - r["random_knn"])
+    group["pos_cos"] = f"{sum(r['pos_cos'] for r in runs) / len(runs):.2f}"
+    summary.append(group)
+  return summary
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("workdirs", nargs="+")
@@ -54,6 +75,12 @@ def main():
       f"{machine.cpu_name()}: top-1 (%) of the final encoder and of its step-0 encoder (random), "
       f"cosines of the last {_LAST} logged batches.", ""
   ] + protocol_screen.table(rows, columns)
+  summary = by_recipe(rows)
+  if any(group["seeds"] > 1 for group in summary):
+    lines += [
+        "", "Over seeds: mean ± t-based 95% interval; a gain is a run's top-1 minus its own "
+        "random init's, in points.", ""
+    ] + protocol_screen.table(summary, list(summary[0]))
   (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
 
