@@ -20,8 +20,6 @@ import numpy as np
 import experiments
 from experiments import machine
 
-REPO = experiments.REPO
-
 
 def host_state(config_name):
   """A train state of configs/<config_name>.py, as random host arrays (what the run saves)."""
@@ -75,7 +73,7 @@ def main():
       "| save | blocks the loop (s) | on disk (s) |", "| --- | --- | --- |", *rows
   ]) + "\n"
   print(text)
-  (REPO / "experiments" / "results" / "checkpoint.md").write_text(text)
+  (experiments.RESULTS / "checkpoint.md").write_text(text)
 
 
 if __name__ == "__main__":

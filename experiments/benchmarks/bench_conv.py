@@ -35,8 +35,6 @@ from byol_jax import cpu_speed
 import experiments
 from experiments import machine
 
-ROOT = experiments.REPO
-
 # (model row of bench_train_step, batch, input px, in channels, out channels, kernel, stride).
 LAYERS = (
     ("R18 cifar 32", 64, 32, 64, 64, 3, 1),
@@ -130,7 +128,7 @@ def _torch_times(batch, px, cin, cout, kernel, stride, repeats, *, threads):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--repeats", type=int, default=9, help="timed calls per cell (median)")
-  parser.add_argument("--output", default=str(ROOT / "experiments" / "results" / "conv.md"))
+  parser.add_argument("--output", default=str(experiments.RESULTS / "conv.md"))
   args = parser.parse_args()
   cores = len(os.sched_getaffinity(0))
   start = time.perf_counter()

@@ -96,7 +96,7 @@ def main():
   print(text)
   name = pathlib.Path(args.config.partition(":")[0]).stem + ("_" + args.config.partition(":")[2]
                                                              if ":" in args.config else "")
-  out_path = ROOT / "experiments" / "results" / f"step_time_{name}.md"
+  out_path = experiments.RESULTS / f"step_time_{name}.md"
   out_path.write_text(text)
   print(f"Written to {out_path}")
 

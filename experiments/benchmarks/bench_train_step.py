@@ -425,7 +425,7 @@ def main():
     spec = json.loads(args.child)
     print(json.dumps(_CHILDREN[spec["kind"]](spec)))
     return
-  output = pathlib.Path(args.output or ROOT / "experiments" / "results" /
+  output = pathlib.Path(args.output or experiments.RESULTS /
                         ("train_step_quick.md" if args.quick else "train_step.md"))
   cores = len(os.sched_getaffinity(0))
   load = os.getloadavg()[0]
