@@ -92,7 +92,9 @@ def base_config():
   # refused before any work: one huge image can take gigabytes to decode.
   c.max_image_pixels = 50_000_000
   # Run.
-  c.seed = 0
+  c.seed = 0  # The data order, the augmentations and (unless init_seed is set) the initial weights.
+  # The initial weights' own seed, so a result can be traced to the init or to the data order.
+  c.init_seed = config_dict.placeholder(int)
   c.log_every = 100
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3

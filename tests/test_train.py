@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from byol_jax import model
+from byol_jax import run
 from byol_jax.data.augment import VIEW1
 from byol_jax.data.augment import VIEW2
 from byol_jax import train
+from byol_jax.data import sources
 import train_helpers
 from train_helpers import NUM_CLASSES
 
@@ -38,6 +40,19 @@ def test_state_shapes_are_the_fresh_states_without_computing_it():
   for shape, leaf in zip(jax.tree.leaves(shapes), jax.tree.leaves(state)):
     assert isinstance(shape, jax.ShapeDtypeStruct)
     assert (shape.shape, shape.dtype) == (leaf.shape, leaf.dtype)
+
+
+def test_init_seed_sets_the_initial_weights_and_only_them():
+  info = sources.DatasetInfo(80, NUM_CLASSES, "train", "train", "test")
+
+  def params(**seeds):
+    config = train_helpers.small_config(**seeds)
+    return run.fresh_state(run.Plan(config, info, steps_per_epoch=10, total_steps=10)).online_params
+
+  same = params(seed=1)
+  jax.tree.map(np.testing.assert_array_equal, params(seed=0, init_seed=1), same)
+  assert not all(
+      np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params(seed=0)), jax.tree.leaves(same)))
 
 
 def _run(config, num_devices, steps=1):
