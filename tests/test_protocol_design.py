@@ -79,20 +79,25 @@ def test_summarize_runs_reads_a_finished_workdir(tmp_path):
       (40, 25, 30, 20))
   assert row["pos_cos"] == pytest.approx(0.5)  # The last five: steps 3-7.
   assert row["hue"] == 0.5 and row["knn_monitor"] == [(7, 0.3)]
-  assert (row["base_lr"], row["tau_base"]) == (1.0, 0.99)
+  assert (row["base_lr"], row["tau_base"], row["init_seed"]) == (1.0, 0.99, "= seed")
+  config["init_seed"] = 0
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  assert summarize_runs.summarize(tmp_path)["init_seed"] == 0
 
 
 def test_runs_that_differ_only_in_their_seed_are_one_recipe_with_paired_gains():
   from experiments.reproduction import summarize_runs  # pylint: disable=g-import-not-at-top
   recipe = dict(dataset="textures10", norm="bn", init="default", image_size=36, hue=0.5, epochs=30,
-                base_lr=1.0, tau_base=0.99, pos_cos=0.5)
+                base_lr=1.0, tau_base=0.99, init_seed="= seed", pos_cos=0.5)
   rows = [
       dict(recipe, seed=0, linear=40.0, random_linear=30.0, knn=30.0, random_knn=20.0),
       dict(recipe, seed=1, linear=20.0, random_linear=10.0, knn=20.0, random_knn=10.0),
-      dict(recipe, base_lr=2.0, seed=0, linear=50.0, random_linear=30.0, knn=30.0, random_knn=20.0)
+      dict(recipe, base_lr=2.0, seed=0, linear=50.0, random_linear=30.0, knn=30.0, random_knn=20.0),
+      # Its init apart from its data seed: not another seed of the first recipe.
+      dict(recipe, seed=0, init_seed=1, linear=40.0, random_linear=30.0, knn=30.0, random_knn=20.0)
   ]
-  first, second = summarize_runs.by_recipe(rows)
-  assert (first["seeds"], second["seeds"]) == (2, 1)
+  first, second, third = summarize_runs.by_recipe(rows)
+  assert (first["seeds"], second["seeds"], third["seeds"]) == (2, 1, 1)
   # Each seed gains exactly 10 points over its own random init: the paired interval is 0 wide,
   # while the top-1s themselves differ by 20 points.
   assert first["linear gain"] == "10.0 ± 0.0" and first["linear"].startswith("30.0 ± 1")

@@ -16,7 +16,9 @@ from experiments.reproduction import protocol_screen
 
 RESULTS = experiments.RESULTS
 _LAST = 5
-_RECIPE = ("dataset", "norm", "init", "image_size", "hue", "epochs", "base_lr", "tau_base")
+_RECIPE = ("dataset", "norm", "init", "image_size", "hue", "epochs", "base_lr", "tau_base",
+           "init_seed")
+_SAME_AS_SEED = "= seed"  # The init_seed of a run whose initial weights follow config.seed.
 
 
 def summarize(workdir):
@@ -29,6 +31,7 @@ def summarize(workdir):
   return dict(dataset=config["dataset"], norm=config["norm"], init=config["init"],
               image_size=config["image_size"], hue=config["view1"]["hue"], epochs=config["epochs"],
               base_lr=config["base_lr"], tau_base=config["tau_base"], seed=config["seed"],
+              init_seed=_SAME_AS_SEED if config.get("init_seed") is None else config["init_seed"],
               eval_split=config["eval"]["test_split"] or "default", linear=100 * evaluation["top1"],
               random_linear=100 * evaluation["random_init_top1"], knn=100 * evaluation["knn_top1"],
               random_knn=100 * evaluation["random_init_knn_top1"],
@@ -39,8 +42,8 @@ def summarize(workdir):
 
 
 def by_recipe(rows):
-  """One row per recipe (the runs that differ only in their seed): mean ± t-based 95% interval of
-  each probe, and of each run's gain over its own seed's random init (paired)."""
+  """One row per recipe (the runs that differ only in their seed, init_seed unset): mean ± t-based
+  95% interval of each probe, and of each run's gain over its own seed's random init (paired)."""
   groups = {}
   for row in rows:
     groups.setdefault(tuple(row[k] for k in _RECIPE), []).append(row)
@@ -67,7 +70,8 @@ def main():
       json.dumps({"cpu": machine.cpu_name(), "runs": rows}, indent=1))
   columns = [
       "dataset", "norm", "init", "image_size", "hue", "epochs", "base_lr", "tau_base", "seed",
-      "eval_split", "linear", "random_linear", "knn", "random_knn", "pos_cos", "neg_cos"
+      "init_seed", "eval_split", "linear", "random_linear", "knn", "random_knn", "pos_cos",
+      "neg_cos"
   ]
   lines = [
       f"# Runs: {args.out}", "",
