@@ -89,6 +89,7 @@ _RTOL = 1e-3
 
 # Four compiles in all: each setting's whole batch on one device, against 4 micro-batches on one
 # device (bn_stats) and on each of 4 devices (GN+WS).
+@pytest.mark.slow
 @pytest.mark.parametrize("setting, num_devices", [("gn_ws-ln-none", 4), ("bn_stats", 1)])
 def test_four_micro_batches_make_the_update_of_the_whole_batch(case, setting, num_devices):
   big = case(setting, 1, 1)
@@ -107,6 +108,7 @@ def test_four_micro_batches_make_the_update_of_the_whole_batch(case, setting, nu
                                  err_msg=f"{key} at step {step}")
 
 
+@pytest.mark.slow
 def test_the_scan_keeps_one_micro_batch_of_activations(case):
   """Compiled on CPU, 4 micro-batches need less temporary memory than the whole batch."""
   whole = case("bn_stats", 1, 1).compiled.memory_analysis().temp_size_in_bytes
