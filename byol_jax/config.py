@@ -196,6 +196,11 @@ def _choice(c, key, choices):
     raise ConfigError(f"config.{key}={value!r} is not valid; choose one of {choices}.")
 
 
+def weights_seed(c):
+  """The seed of the initial weights: config.init_seed, or config.seed where it is unset."""
+  return c.seed if c.init_seed is None else c.init_seed
+
+
 def head_norms(c):
   """(projector_norm, predictor_norm), each defaulting to the encoder's norm."""
   return (c.projector_norm or c.norm, c.predictor_norm or c.norm)

@@ -96,8 +96,7 @@ def host_batches(run, start_step, process_index=None, process_count=None, local_
 
 def fresh_state(run):
   c = run.config
-  seed = c.seed if c.init_seed is None else c.init_seed
-  return train_lib.init_state(c, jax.random.PRNGKey(seed),
+  return train_lib.init_state(c, jax.random.PRNGKey(config_lib.weights_seed(c)),
                               image_shape=(c.image_size, c.image_size, 3),
                               num_classes=run.info.num_classes, steps_per_epoch=run.steps_per_epoch)
 

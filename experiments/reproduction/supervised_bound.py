@@ -21,6 +21,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
+from byol_jax import config as config_lib
 from byol_jax import model
 from byol_jax import train
 from byol_jax.data import augment
@@ -63,7 +64,8 @@ def main(argv):
 
   net = hk.transform_with_state(forward)
   # As a BYOL run's step 0: BN's moving averages reset, so evaluation-mode BN is the identity.
-  params, state = train.init_network(net, jax.random.PRNGKey(c.seed), train_x[:2])
+  params, state = train.init_network(net, jax.random.PRNGKey(config_lib.weights_seed(c)),
+                                     train_x[:2])
   if _FLOOR.value:
     c.eval.test_split = _SPLIT.value
     floor = protocol.evaluate_features(model.make_embed_fn(c, params, state), dataset=c.dataset,
