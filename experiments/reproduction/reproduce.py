@@ -1,27 +1,35 @@
-r"""Reproduces the paper's Table 2 and Table 1 and the blog's collapse check, one command each.
+r"""Reproduces the paper's Table 2 and Table 1, one command each, cell by cell beside the paper.
 
-    python -m experiments.reproduction.reproduce --table=2     # 4 variants x 3 seeds, CPU scale
-    python -m experiments.reproduction.reproduce --table=1     # encoder/projector/predictor norms
-    python -m experiments.reproduction.reproduce --table=init  # no norm: Haiku vs He vs bn_stats
+    python -m experiments.reproduction.reproduce --table=2 --seeds=0,1,2,3,4  # CPU, validation
+    python -m experiments.reproduction.reproduce --table=1 --seeds=0,1        # all 22 cells
+    python -m experiments.reproduction.reproduce --table=2 --split=test       # the final read
     python -m experiments.reproduction.reproduce --table=2 --scale=full --root=gs://BUCKET/repro \
         -- --multihost_tpu --config.data_dir=gs://BUCKET/tfds    # ImageNet, on every pod worker
 
-Every run is `python -m byol_jax.main` in its own process and workdir (ROOT/table<N>/<variant>/
-seed<S>); a run is done when its eval.json exists, and an unfinished one resumes from its
-checkpoint, so an interrupted reproduction continues where it stopped when the same command is run
-again. Flags after `--` go to every run. When the runs are done (or with --report_only) it writes
-experiments/results/table<N>_<scale>.md and PNG plots of the loss, the online probe's accuracy and
-the positive/negative cosine similarity over training, averaged over seeds. After rerunning some
-variants (`--variants`) the table keeps the others' records (`--drop_previous`: it does not).
+Every run is `python -m byol_jax.main` in its own process and workdir
+(ROOT/table<N>_<scale>[_<split>]/<variant>/seed<S>); a run is done when its eval.json exists, and an
+unfinished one resumes from its checkpoint, so an interrupted reproduction continues where it
+stopped when the same command is run again. Flags after `--` go to every run. When the runs are done
+(or with --report_only) it writes experiments/results/table<N>_<scale>[_<split>].md and .json, and
+plots of the loss, the online probe's accuracy and the cosines over training, averaged over seeds.
 
-`--scale=cpu` runs each config's `tiny` preset (ResNet-18 at width 1/4, 32 px, 30 epochs of the
-embedded shapes10 dataset, 60 for GN + WS; 6-7 minutes a run on 2 cores, 21-22 for GN + WS);
-`--scale=full` runs the config files unchanged (ResNet-50, ImageNet, batch 4096, 1000 epochs for
-Table 2 and 300 for Table 1, as in the paper).
+`--scale=cpu` runs each config's `tiny` preset under the CPU protocol (CPU_PROTOCOL, chosen on
+textures10's validation split: experiments/results/protocol_design.md): 36 px, 30 epochs for every
+row. `--split=validation` (default) is for designing; `--split=test` reads the test split, once per
+final table. `--scale=full` runs the config files unchanged (ResNet-50, ImageNet, batch 4096, 1000
+epochs for Table 2 and 300 for Table 1, as in the paper).
+
+A row's verdict follows ../shared/DESIGN.md: it "collapses" when its positive and negative cosines
+are both >= 0.99 or its linear top-1 is at or under its random init's; it "learns" when, over 2 or
+more seeds, the lower ends of its linear and kNN intervals (t-based 95%) lie above every random
+init of the table and above raw pixels (experiments/results/baselines_<dataset>.json, when measured
+on this split); otherwise it is "unclear". The paper's rows are either >= 53.8 (learns) or <= 5.4
+(fails); a row agrees when it learns where the paper's learns and collapses where the paper's fails.
 """
 import argparse
 import collections
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -30,74 +38,118 @@ import time
 from etils import epath
 import numpy as np
 
+from byol_jax import config as config_lib
 import experiments
 from experiments import machine
+from experiments.reproduction import intervals
 
 REPO, RESULTS = experiments.REPO, experiments.RESULTS
 
-Variant = collections.namedtuple("Variant", "name config overrides batch_stats paper")
+# paper: the paper's ImageNet linear top-1 (%), None where the paper has no such row.
+Variant = collections.namedtuple("Variant", "name config overrides paper")
 
-# Paper Table 2 (ResNet-50, ImageNet, 1000 epochs, linear top-1).
+# Paper Table 2 (ResNet-50, ImageNet, 1000 epochs).
 TABLE2 = (
-    Variant("bn", "byol", {}, "yes", "74.3"),
-    Variant("none", "byol", {"norm": "none"}, "no", "0.1 (collapse)"),
-    Variant("none_bn_stats", "byol_bn_stats", {}, "no", "65.7"),
-    Variant("gn_ws", "byol_gn_ws", {}, "no", "73.9"),
+    Variant("bn", "byol", {}, 74.3),
+    Variant("none", "byol", {"norm": "none"}, 0.1),
+    Variant("bn_stats", "byol_bn_stats", {}, 65.7),
+    Variant("gn_ws", "byol_gn_ws", {}, 73.9),
 )
 
 
-def _norms(encoder, projector, predictor):
-  return {"norm": encoder, "projector_norm": projector, "predictor_norm": predictor}
+def _byol(encoder, projector, predictor, paper):
+  norms = {"norm": encoder, "projector_norm": projector, "predictor_norm": predictor}
+  return Variant(f"byol_{encoder}_{projector}_{predictor}", "byol", norms, paper)
 
 
-# Paper Table 1 (300 epochs): normalization of encoder / projector / predictor, BYOL and SimCLR.
-# The paper quotes 0.1 for BYOL without any BN and 72.1 with BN in the encoder only.
+def _simclr(encoder, projector, paper):
+  norms = {"norm": encoder, "projector_norm": projector}
+  return Variant(f"simclr_{encoder}_{projector}", "simclr", norms, paper)
+
+
+# Paper Table 1 (300 epochs): the norm of the encoder / projector / predictor; "none" is the paper's
+# "-". SimCLR has no predictor.
 TABLE1 = (
-    Variant("byol_bn_bn_bn", "byol", _norms("bn", "bn", "bn"), "yes", ""),
-    Variant("byol_bn_none_none", "byol", _norms("bn", "none", "none"), "yes", "72.1"),
-    Variant("byol_none_bn_bn", "byol", _norms("none", "bn", "bn"), "yes", ""),
-    Variant("byol_none_bn_none", "byol", _norms("none", "bn", "none"), "yes", ""),
-    Variant("byol_none_none_bn", "byol", _norms("none", "none", "bn"), "yes", ""),
-    Variant("byol_none_none_none", "byol", _norms("none", "none", "none"), "no", "0.1"),
-    Variant("byol_ln_ln_ln", "byol", _norms("ln", "ln", "ln"), "no", ""),
-    Variant("simclr_bn_bn", "simclr", _norms("bn", "bn", "bn"), "yes", ""),
-    Variant("simclr_none_none", "simclr", _norms("none", "none", "none"), "no", ""),
+    _byol("bn", "bn", "bn", 73.2),
+    _byol("bn", "bn", "none", 73.2),
+    _byol("bn", "none", "bn", 72.0),
+    _byol("bn", "none", "none", 72.1),
+    _byol("ln", "ln", "ln", 0.1),
+    _byol("ln", "ln", "none", 5.4),
+    _byol("ln", "none", "ln", 0.1),
+    _byol("ln", "none", "none", 0.1),
+    _byol("none", "bn", "bn", 62.6),
+    _byol("none", "bn", "none", 0.1),
+    _byol("none", "ln", "ln", 0.1),
+    _byol("none", "ln", "none", 0.1),
+    _byol("none", "none", "bn", 61.1),
+    _byol("none", "none", "ln", 0.1),
+    _byol("none", "none", "none", 0.1),
+    _simclr("bn", "bn", 69.3),
+    _simclr("bn", "none", 68.5),
+    _simclr("ln", "ln", 68.0),
+    _simclr("ln", "none", 67.8),
+    _simclr("none", "bn", 53.8),
+    _simclr("none", "ln", 56.7),
+    _simclr("none", "none", 0.1),
 )
 # The init ablation (the paper's hypothesis that BN compensates for an improper standard init):
 # no normalization with Haiku's standard init (the default), He init, and the modified init on each.
 TABLE_INIT = (
-    Variant("none_haiku_init", "byol", {"norm": "none"}, "no", "0.1 (collapse)"),
-    Variant("none_he_init", "byol", {"norm": "none", "conv_init": "he"}, "no", ""),
-    Variant("bn_stats_haiku_init", "byol_bn_stats", {}, "no", "65.7"),
-    Variant("bn_stats_he_init", "byol_bn_stats", {"conv_init": "he"}, "no", ""),
+    Variant("none_haiku_init", "byol", {"norm": "none"}, 0.1),
+    Variant("none_he_init", "byol", {"norm": "none", "conv_init": "he"}, None),
+    Variant("bn_stats_haiku_init", "byol_bn_stats", {}, 65.7),
+    Variant("bn_stats_he_init", "byol_bn_stats", {"conv_init": "he"}, None),
 )
 TABLES = {"1": TABLE1, "2": TABLE2, "init": TABLE_INIT}
 
-# The full scale changes only the length of Table 1 and of the init ablation (300 epochs, as
-# Table 1); the CPU scale is each config's `tiny` preset.
+# What the CPU scale changes in every row's tiny preset (protocol_design.md says why): the last
+# feature map 2x2, a second generated dataset with a validation split, the same epochs everywhere.
+CPU_PROTOCOL = {"dataset": "textures10", "image_size": 36, "epochs": 30}
+SPLITS = ("validation", "test")
+# The full scale changes only the length of Table 1 and of the init ablation (300 epochs).
 FULL_OVERRIDES = {"1": {"epochs": 300}, "2": {}, "init": {"epochs": 300}}
+# The paper's rows are >= 53.8 or <= 5.4: this splits them into "learns" and "fails".
+PAPER_LEARNS = 50.0
+# Cosines of positive and negative pairs both at least this: collapsed (DESIGN.md).
+COLLAPSED_COSINE = 0.99
 
 
-def run_command(variant, seed, workdir, scale, table, extra_flags):
+class Protocol(collections.namedtuple("Protocol", "table scale split")):
+  """Which table, at which scale, evaluated on which split (cpu only): one root, one result."""
+
+  @property
+  def name(self):
+    kind = f"table{self.table}" if self.table.isdigit() else f"{self.table}_ablation"
+    return f"{kind}_{self.scale}" + (f"_{self.split}" if self.scale == "cpu" else "")
+
+  def overrides(self, variant, seed):
+    """The --config overrides of one run, beyond its config file and preset."""
+    base = ({**CPU_PROTOCOL, "eval.test_split": self.split}
+            if self.scale == "cpu" else FULL_OVERRIDES[self.table])
+    return {**base, **variant.overrides, "seed": seed}
+
+  def config_spec(self, variant):
+    return f"configs/{variant.config}.py" + (":tiny" if self.scale == "cpu" else "")
+
+
+def run_command(variant, seed, workdir, protocol, extra_flags):
   """The `byol_jax.main` command line of one run."""
-  preset = ":tiny" if scale == "cpu" else ""
-  overrides = {
-      **(FULL_OVERRIDES[table] if scale == "full" else {}), **variant.overrides, "seed": seed
-  }
   return ([
-      sys.executable, "-m", "byol_jax.main", f"--config=configs/{variant.config}.py{preset}",
+      sys.executable, "-m", "byol_jax.main", f"--config={protocol.config_spec(variant)}",
       f"--workdir={workdir}"
-  ] + [f"--config.{k}={v}" for k, v in overrides.items()] + list(extra_flags))
+  ] + [f"--config.{k}={v}" for k, v in protocol.overrides(variant, seed).items()] +
+          list(extra_flags))
 
 
-def run_all(variants, seeds, root, scale, table, extra_flags):
+def run_all(variants, seeds, root, protocol, extra_flags):
   """Runs every (variant, seed) that has no eval.json yet; resumes unfinished ones."""
   for variant in variants:
     for seed in seeds:
       workdir = root / variant.name / f"seed{seed}"
       if (workdir / "eval.json").exists():
         continue
-      command = run_command(variant, seed, workdir, scale, table, extra_flags)
+      command = run_command(variant, seed, workdir, protocol, extra_flags)
       print(f"[reproduce] {variant.name} seed {seed}: {shlex.join(command)}", flush=True)
       start = time.time()
       returncode = subprocess.call(command, cwd=REPO)
@@ -117,16 +169,38 @@ def _add_wall_time(workdir, seconds):
   record.write_text(json.dumps({"wall_s": previous["wall_s"] + seconds, "cpus": cpus}))
 
 
+def _expected_config(variant, seed, protocol):
+  config = config_lib.from_file(str(REPO / protocol.config_spec(variant)))
+  for key, value in protocol.overrides(variant, seed).items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return json.loads(config.to_json_best_effort())
+
+
+def check_run(workdir, variant, seed, protocol, extra_flags):
+  """Stops unless the run's config.json computes what this table's command does (config file,
+  preset, protocol, variant, seed, evaluation split): a table holds one protocol. Keys the extra
+  flags set are not compared."""
+  saved = json.loads((workdir / "config.json").read_text())
+  expected = _expected_config(variant, seed, protocol)
+  flagged = {m.group(1) for m in map(re.compile(r"--config\.(\w+)").match, extra_flags) if m}
+  differ = {k: v for k, v in config_lib.changed_keys(saved, expected).items() if k not in flagged}
+  if "eval" not in flagged and saved["eval"]["test_split"] != expected["eval"]["test_split"]:
+    differ["eval.test_split"] = (saved["eval"]["test_split"], expected["eval"]["test_split"])
+  if differ:
+    listing = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in differ.items())
+    sys.exit(f"[reproduce] {workdir} was not run by this table's command ({listing}); move it out "
+             "of the table's root or rerun it there.")
+
+
 def _read_run(workdir):
   """(eval.json, the logged metrics, reproduce.json) of a finished run."""
   metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   attempts = json.loads((workdir / "reproduce.json").read_text())
   return json.loads((workdir / "eval.json").read_text()), metrics, attempts
-
-
-def _mean_std(values, scale=1.0):
-  values = np.asarray(values, dtype=float) * scale
-  return f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
 # Training metrics a record keeps, each averaged over the run's last logged batches.
@@ -138,105 +212,140 @@ def _final(metrics, key, last=5):
   return float(np.mean([m[key] for m in metrics[-last:]]))
 
 
-def report(variants, seeds, root, scale, table, command, keep_previous=True):
-  """Writes the Markdown and JSON tables and the plots of the finished runs; returns the table.
+def pixel_baseline(dataset, split):
+  """Raw pixels' mean (linear, kNN) top-1 on `split`, or None where it was not measured there
+  (experiments/reproduction/dataset_baselines.py measures it)."""
+  path = RESULTS / f"baselines_{dataset}.json"
+  if not path.exists():
+    return None
+  baselines = json.loads(path.read_text())
+  if baselines["split"] != split:
+    return None
+  runs = baselines["rows"]["pixels"]
+  return tuple(float(np.mean([r[key] for r in runs])) for key in ("top1", "knn_top1"))
 
-  With `keep_previous` the (variant, seed) records of the table's existing JSON that have no
-  finished run under `root` are kept, each with the command that reported it, so rerunning one
-  variant loses none of the others; the plots show only the runs under `root`.
-  """
+
+def _lower(values):
+  mean, half = intervals.mean_interval(values)
+  return mean - half
+
+
+def verdict(rows, floor):
+  """"collapses", "learns" or "unclear" (the module docstring says when); `floor`: the (linear,
+  kNN) top-1 a learning row's interval must lie above."""
+  mean = lambda key: float(np.mean([r[key] for r in rows], dtype=float))
+  cosines = mean("positive_cosine"), mean("negative_cosine")
+  if min(cosines) >= COLLAPSED_COSINE or mean("linear_top1") <= mean("random_init_linear_top1"):
+    return "collapses"
+  lows = [_lower([r[key] for r in rows]) for key in ("linear_top1", "knn_top1")]
+  if len(rows) >= 2 and all(low > f for low, f in zip(lows, floor)):
+    return "learns"
+  return "unclear"
+
+
+def agrees(paper, ours):
+  """Whether our verdict is the paper's: "yes", "no", or "–" where the paper has no number."""
+  if paper is None:
+    return "–"
+  return "yes" if ours == ("learns" if paper >= PAPER_LEARNS else "collapses") else "no"
+
+
+def report(variants, seeds, root, protocol, command, extra_flags=()):
+  """Writes the Markdown and JSON tables and the plots of the finished runs; returns the table."""
   runs = {}
   for variant in variants:
     done = [s for s in seeds if (root / variant.name / f"seed{s}" / "eval.json").exists()]
+    for seed in done:
+      check_run(root / variant.name / f"seed{seed}", variant, seed, protocol, extra_flags)
     if done:
       runs[variant.name] = (variant, [_read_run(root / variant.name / f"seed{s}") for s in done],
                             done)
-  if table.isdigit():
-    name, title = f"table{table}_{scale}", f"Table {table}, {scale} scale"
-  else:
-    name, title = f"{table}_ablation_{scale}", f"The {table} ablation, {scale} scale"
-  records = _per_seed_records(runs, command)
-  previous = RESULTS / f"{name}.json"
-  # Kept records may be of any variant of the table, not only of those asked for now.
-  table_variants = TABLES[table]
-  kept = _previous_records(previous, table_variants,
-                           records) if keep_previous and previous.exists() else []
-  order = {v.name: i for i, v in enumerate(table_variants)}
-  records = sorted(kept + records, key=lambda r: (order[r["variant"]], r["seed"]))
+  records = _per_seed_records(runs)
   if not records:
     sys.exit(f"[reproduce] no finished runs under {root}.")
-  text = _markdown(table_variants, records)
-  if runs:
-    _plot(runs, RESULTS / name)
-  (RESULTS /
-   f"{name}.json").write_text(json.dumps({"command": command, "runs": records}, indent=1) + "\n")
-  kept_seeds = collections.defaultdict(list)
-  for r in kept:
-    kept_seeds[r["variant"], r["reported_by"]].append(str(r["seed"]))
-  kept_note = "".join(f"\n\nKept from the previous table: {variant} seeds {', '.join(seeds)}, "
-                      f"reported by `{by}` (not in the plots)."
-                      for (variant, by), seeds in kept_seeds.items())
-  (RESULTS / f"{name}.md").write_text(
-      f"# {title}\n\nCommand: `{command}`\n\n{text}{kept_note}\n\n"
-      f"Plots: {name}_curves.png, {name}_cosine.png. Linear and kNN "
-      "top-1 are mean ± std over seeds of the final encoder; pos/neg cos and proj std are the "
-      "last 5 logged training batches' online projections (proj std: per-dimension std of the "
-      "l2-normalised projections times sqrt(dim); 0 = collapsed).\n")
+  dataset = CPU_PROTOCOL["dataset"] if protocol.scale == "cpu" else "imagenet2012"
+  pixels = pixel_baseline(dataset, protocol.split) if protocol.scale == "cpu" else None
+  text, rows = _markdown(variants, records, pixels)
+  _plot(runs, RESULTS / protocol.name)
+  (RESULTS / f"{protocol.name}.json").write_text(
+      json.dumps({"command": command, "pixels": pixels, "rows": rows, "runs": records}, indent=1) +
+      "\n")
+  protocol_line = (f"Protocol: each row's `tiny` preset with {CPU_PROTOCOL}, evaluated on "
+                   f"{dataset}'s {protocol.split} split." if protocol.scale == "cpu" else
+                   "Protocol: the config files unchanged (ImageNet).")
+  pixel_line = ("Raw pixels on this split (not measured)" if pixels is None else
+                f"Raw pixels on this split: {100 * pixels[0]:.1f} linear, {100 * pixels[1]:.1f} "
+                f"kNN (baselines_{dataset}.json)")
+  (RESULTS / f"{protocol.name}.md").write_text(
+      f"# Table {protocol.table}, {protocol.scale} scale\n\nCommand: `{command}`\n\n"
+      f"{protocol_line} {pixel_line}.\n\n{text}\n\n"
+      f"Plots: {protocol.name}_curves.png, {protocol.name}_cosine.png. Top-1 (%) is mean ± t-based "
+      "95% interval over seeds of the final encoder; a gain is a run's top-1 minus its own random "
+      "init's, paired by seed. pos/neg cos are the last 5 logged training batches' online "
+      "projections. Verdict and agreement as the docstring of "
+      "experiments/reproduction/reproduce.py defines them (paper: ImageNet linear top-1).\n")
   return text
 
 
-def _previous_records(path, variants, records):
-  """The records of `path` for `variants` that `records` does not replace."""
-  previous = json.loads(path.read_text())
-  names = {v.name for v in variants}
-  replaced = {(r["variant"], r["seed"]) for r in records}
-  return [{**r, "reported_by": r.get("reported_by", previous["command"])}
-          for r in previous["runs"]
-          if r["variant"] in names and (r["variant"], r["seed"]) not in replaced]
-
-
-def _markdown(variants, records):
-  """One row per variant: mean ± std over its seeds' records."""
-  header = ("| variant | batch stats | paper top-1 | linear top-1 (%) | kNN top-1 (%) | "
-            "random-init linear (%) | pos cos | neg cos | within-view cos | proj std | seeds | "
-            "steps | wall / run | CPU |")
-  lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+def _markdown(variants, records, pixels):
+  """One row per variant over its seeds' records; returns the table and the rows as dicts."""
+  by_variant = {v.name: [r for r in records if r["variant"] == v.name] for v in variants}
+  random_init = lambda key: max((np.mean([r[key]
+                                          for r in rows], dtype=float)
+                                 for rows in by_variant.values()
+                                 if rows), default=np.nan)
+  floor = [random_init("random_init_linear_top1"), random_init("random_init_knn_top1")]
+  if pixels is not None:
+    floor = [max(f, p) for f, p in zip(floor, pixels)]
+  header = ("| variant | paper | verdict | agrees | seeds | linear | kNN | random linear | "
+            "random kNN | linear gain | kNN gain | pos cos | neg cos | wall / run | CPU |")
+  lines, rows = [header, "|" + " --- |" * (header.count("|") - 1)], []
   for variant in variants:
-    rows = [r for r in records if r["variant"] == variant.name]
-    if not rows:
+    runs = by_variant[variant.name]
+    if not runs:
       continue
-    random_init = [r["random_init_linear_top1"] for r in rows]
-    random_init_cell = "–" if None in random_init else _mean_std(random_init, 100)
-    final_cells = [f"{np.mean([r[key] for r in rows]):.3f}" for key in _FINAL_METRICS]
-    steps = ", ".join(sorted({str(r["steps"]) for r in rows}))
-    wall = f"{np.mean([r['wall_s'] for r in rows]) / 60:.1f} min"
-    cpus = ", ".join(sorted({r.get("cpu", "unknown") for r in rows}))
-    lines.append("| " + " | ".join([
-        variant.name, variant.batch_stats, variant.paper or "–",
-        _mean_std([r["linear_top1"] for r in rows], 100),
-        _mean_std([r["knn_top1"] for r in rows], 100), random_init_cell, *final_cells,
-        str(len(rows)), steps, wall, cpus
-    ]) + " |")
+    ours = verdict(runs, floor)
+    interval = lambda f, runs=runs: intervals.format_interval([f(r) for r in runs])
+    row = {
+        "variant": variant.name, "paper": variant.paper, "verdict": ours,
+        "agrees": agrees(variant.paper, ours), "seeds": len(runs),
+        "linear": interval(lambda r: r["linear_top1"]), "kNN": interval(lambda r: r["knn_top1"]),
+        "random linear": interval(lambda r: r["random_init_linear_top1"]),
+        "random kNN": interval(lambda r: r["random_init_knn_top1"]),
+        "linear gain": interval(lambda r: r["linear_top1"] - r["random_init_linear_top1"]),
+        "kNN gain": interval(lambda r: r["knn_top1"] - r["random_init_knn_top1"]),
+        "pos cos": f"{np.mean([r['positive_cosine'] for r in runs]):.2f}",
+        "neg cos": f"{np.mean([r['negative_cosine'] for r in runs]):.2f}",
+        "wall / run": f"{np.mean([r['wall_s'] for r in runs]) / 60:.1f} min", "CPU": ", ".join(
+            sorted({r["cpu"] for r in runs}))
+    }
+    rows.append(row)
+    cells = ["–" if value is None else str(value) for value in row.values()]
+    lines.append("| " + " | ".join(cells) + " |")
+  floor_text = ", ".join(f"{100 * f:.1f}" for f in floor)
   total_minutes = sum(r["wall_s"] for r in records) / 60
-  lines.append(f"\nWall time of all {len(records)} runs: {total_minutes:.1f} min (each run's whole "
-               "command, its evaluation and random-init baseline included).")
-  return "\n".join(lines)
+  lines.append(
+      f"\nA row learns above (linear, kNN) = ({floor_text}): the highest random init of the "
+      f"table{'' if pixels is None else ' and raw pixels'}. Wall time of all {len(records)} runs: "
+      f"{total_minutes:.1f} min (each run's whole command, its evaluation and random-init baseline "
+      "included).")
+  return "\n".join(lines), rows
 
 
-def _per_seed_records(runs, command):
-  """One record per (variant, seed): the numbers the Markdown table averages."""
+def _per_seed_records(runs):
+  """One record per (variant, seed): the numbers the Markdown table is made of."""
   records = []
   for variant, results, seeds in runs.values():
     for (evaluation, metrics, attempts), seed in zip(results, seeds):
       final = {key: _final(metrics, key) for key in _FINAL_METRICS}
       records.append({
           "variant": variant.name, "seed": seed, "config": variant.config,
-          "overrides": variant.overrides, "paper_top1": variant.paper or None,
+          "overrides": variant.overrides, "paper_top1": variant.paper,
           "linear_top1": evaluation["top1"], "knn_top1": evaluation["knn_top1"],
           "random_init_linear_top1": evaluation.get("random_init_top1"),
           "random_init_knn_top1": evaluation.get("random_init_knn_top1"),
           **final, "steps": metrics[-1]["step"], "wall_s": attempts["wall_s"],
-          "cpu": ", ".join(attempts.get("cpus", [])) or "unknown", "reported_by": command
+          "cpu": ", ".join(attempts.get("cpus", [])) or "unknown"
       })
   return records
 
@@ -269,15 +378,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--table", choices=sorted(TABLES), required=True)
   parser.add_argument("--scale", choices=("cpu", "full"), default="cpu")
-  parser.add_argument("--seeds", default=None,
-                      help="Comma-separated; default 0,1,2 for Table 2 and 0 for Table 1.")
+  parser.add_argument("--split", choices=SPLITS, default="validation",
+                      help="The split the cpu scale evaluates on; test is read once per table.")
+  parser.add_argument("--seeds", default="0,1,2,3,4", help="Comma-separated.")
   parser.add_argument("--variants", default=None, help="Comma-separated subset of the table.")
   parser.add_argument("--root", default=str(REPO / "workdirs" / "reproduce"))
   parser.add_argument("--report_only", action="store_true")
-  parser.add_argument(
-      "--drop_previous", action="store_true",
-      help="Write only the runs under --root; by default the existing JSON table's records of the "
-      "variants and seeds not run there are kept (e.g. after rerunning one with --variants).")
   args, extra_flags = parser.parse_known_args()
   if extra_flags and extra_flags[0] == "--":
     extra_flags = extra_flags[1:]
@@ -288,14 +394,13 @@ def main():
     if unknown:
       parser.error(f"unknown variants {sorted(unknown)}; Table {args.table} has {list(by_name)}")
     variants = tuple(by_name[n] for n in args.variants.split(","))
-  seeds = [int(s) for s in (args.seeds or ("0,1,2" if args.table == "2" else "0")).split(",")]
-  root = epath.Path(args.root) / f"table{args.table}_{args.scale}"
+  seeds = [int(s) for s in args.seeds.split(",")]
+  protocol = Protocol(args.table, args.scale, args.split)
+  root = epath.Path(args.root) / protocol.name
   if not args.report_only:
-    run_all(variants, seeds, root, args.scale, args.table, extra_flags)
+    run_all(variants, seeds, root, protocol, extra_flags)
   command = "python -m experiments.reproduction.reproduce " + shlex.join(sys.argv[1:])
-  print(
-      report(variants, seeds, root, args.scale, args.table, command,
-             keep_previous=not args.drop_previous))
+  print(report(TABLES[args.table], seeds, root, protocol, command, extra_flags))
 
 
 if __name__ == "__main__":
