@@ -19,6 +19,7 @@ from byol_jax.nets import resnet
 
 METHODS = ("byol", "simclr")
 INITS = ("default", "bn_stats")
+BN_STATS_BACKWARDS = ("affine", "bn")
 PRESETS = ("", "tiny")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # Keys that change how a run runs, not what it computes: a resumed run may change them.
@@ -47,6 +48,9 @@ def base_config():
   c.gn_groups = 16
   c.bn_cross_replica = True  # BN statistics over the global batch, as the paper trains.
   c.init = config_dict.placeholder(str)  # `bn_stats`: the paper's modified init, with norm=none.
+  # Its backward pass: `affine` (the paper's: the scale and offset's own gradient) or `bn` (an
+  # ablation: BN's gradient through the batch statistics, forward unchanged).
+  c.bn_stats_backward = "affine"
   # Network.
   c.depth = 50
   c.width = 1.0  # Float, so that the CPU fractions 0.25 and 0.5 are valid overrides.
@@ -277,6 +281,11 @@ def validate(c):
     if c[key] is not None:
       _choice(c, key, layers.NORMS)
   _choice(c, "init", INITS)
+  _choice(c, "bn_stats_backward", BN_STATS_BACKWARDS)
+  if c.bn_stats_backward != "affine" and c.init != "bn_stats":
+    raise ConfigError(f"config.bn_stats_backward={c.bn_stats_backward!r} changes the backward pass "
+                      "of the modified init's scales and offsets; it needs config.init='bn_stats' "
+                      f"(here {c.init!r}).")
   _choice(c, "depth", resnet.DEPTHS)
   _choice(c, "stem", resnet.STEMS)
   _choice(c, "conv_init", tuple(resnet.CONV_INITS))

@@ -39,7 +39,10 @@ def network_norms(config, *, bn_stats_pass=False):
 def _encoder_norm(config, bn_stats_pass):
   """network_norms' first entry, from the encoder's own keys (all an export has)."""
   if config.init == "bn_stats":
-    return "bn" if bn_stats_pass else "affine"
+    if bn_stats_pass:
+      return "bn"
+    # An export keeps no bn_stats_backward: it changes the gradient only, not the features.
+    return "affine_bn_backward" if config.get("bn_stats_backward") == "bn" else "affine"
   return config.norm
 
 

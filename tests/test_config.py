@@ -4,6 +4,7 @@ import pathlib
 import pytest
 
 from byol_jax import config as config_lib
+from byol_jax import model
 
 CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
 TRAINING_CONFIGS = ("byol", "byol_gn_ws", "byol_bn_stats", "simclr")
@@ -164,6 +165,21 @@ def test_bn_stats_without_cross_replica_statistics_is_refused():
   config = load("byol_bn_stats")
   config.bn_cross_replica = False
   with pytest.raises(ValueError, match="needs config.bn_cross_replica=True"):
+    config_lib.validate(config)
+
+
+def test_bns_backward_is_an_option_of_the_modified_init_only():
+  config = load("byol_bn_stats")
+  config.bn_stats_backward = "bn"
+  config_lib.validate(config)
+  assert model.network_norms(config) == ("affine_bn_backward",) * 3
+  assert model.network_norms(config, bn_stats_pass=True) == ("bn",) * 3
+  config = load("byol")
+  config.bn_stats_backward = "bn"
+  with pytest.raises(ValueError, match="needs config.init='bn_stats' \\(here 'default'\\)"):
+    config_lib.validate(config)
+  config.bn_stats_backward = "batch"
+  with pytest.raises(ValueError, match="config.bn_stats_backward='batch' is not valid"):
     config_lib.validate(config)
 
 

@@ -290,6 +290,33 @@ def test_bn_stopgrad_is_bn_forward_without_the_gradient_through_the_statistics()
   assert np.abs(first_output(stopgrad)[1:]).max() == 0.0
 
 
+def test_affine_bn_backward_is_the_affine_forward_with_bns_gradient_on_its_statistics_batch():
+  """With BN's scale and offset folded in (as the modified init sets them on its statistics
+  batch), the affine layer computes BN's output, and with bn_backward also BN's input gradient."""
+  x = jax.random.normal(_RNG, (6, 3, 3, 4)) * 2.0 + 1.0
+  mean, var = jnp.mean(x, (0, 1, 2)), jnp.var(x, (0, 1, 2))
+  scale = 1.5 * jax.lax.rsqrt(var + 1e-5)  # gamma 1.5, beta 0.5, as affine parameters.
+  folded = {"norm": {"scale": scale, "offset": 0.5 - mean * scale}}
+  bn_params = {
+      "norm": {"scale": jnp.full((1, 1, 1, 4), 1.5), "offset": jnp.full((1, 1, 1, 4), 0.5)}
+  }
+
+  def output_and_gradient(kind, params):
+    f = hk.transform_with_state(lambda x: nets.make_norm(kind, name="norm")(x, True))
+    state = f.init(_RNG, x)[1]
+    weights = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+    loss = lambda x: jnp.sum(f.apply(params, state, None, x)[0] * weights)
+    return f.apply(params, state, None, x)[0], jax.grad(loss)(x)
+
+  bn_out, bn_grad = output_and_gradient("bn", bn_params)
+  out, grad = output_and_gradient("affine_bn_backward", folded)
+  np.testing.assert_allclose(out, bn_out, atol=1e-5)
+  np.testing.assert_allclose(grad, bn_grad, atol=1e-5)
+  affine_out, affine_grad = output_and_gradient("affine", folded)
+  np.testing.assert_allclose(affine_out, bn_out, atol=1e-5)  # Same forward,
+  assert np.abs(affine_grad - bn_grad).max() > 0.1  # but not BN's gradient.
+
+
 def test_bn_eval_on_batch_of_one_uses_moving_averages():
   f = _resnet(depth=18, stem="cifar", norm="bn", zero_init_last_norm=False)
   x = jax.random.normal(_RNG, _IMAGES)

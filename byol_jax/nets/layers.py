@@ -20,9 +20,10 @@ import numpy as np
 from byol_jax import cpu_speed
 
 # User-facing choices. "affine" is also accepted by `make_norm`: it is the
-# network of the paper's modified init (BN removed, its scale/offset kept).
+# network of the paper's modified init (BN removed, its scale/offset kept);
+# "affine_bn_backward" is that network with BN's backward pass (an ablation).
 NORMS = ("bn", "ln", "gn", "none", "bn_stopgrad")
-_KINDS = NORMS + ("affine",)
+_KINDS = NORMS + ("affine", "affine_bn_backward")
 
 NormFn = Callable[[jax.Array, bool], jax.Array]
 
@@ -122,18 +123,48 @@ class WSLinear(Linear):
 
 
 class _Affine(hk.Module):
-  """Per-channel scale and offset, no statistics: BN minus its normalization."""
+  """Per-channel scale and offset, no statistics: BN minus its normalization.
 
-  def __init__(self, zero_init_scale: bool, name: str):
+  With `bn_backward` the forward pass is unchanged and the gradient to its input is BN's: projected
+  through the batch statistics (`_bn_input_gradient`), as if the scale and offset had been
+  computed from this batch.
+  """
+
+  def __init__(self, zero_init_scale: bool, name: str, bn_backward=False, cross_replica_axis=None,
+               eps=1e-5):
     super().__init__(name=name)
     self._scale_init = jnp.zeros if zero_init_scale else jnp.ones
+    self._input = _bn_input_gradient(cross_replica_axis, eps) if bn_backward else (lambda x: x)
 
   def __call__(self, x: jax.Array, is_training: bool) -> jax.Array:
     del is_training  # No statistics, so train and eval are the same.
     shape = (x.shape[-1],)
     scale = hk.get_parameter("scale", shape, jnp.float32, self._scale_init)
     offset = hk.get_parameter("offset", shape, jnp.float32, jnp.zeros)
-    return x * scale + offset
+    return self._input(x) * scale + offset
+
+
+def _bn_input_gradient(axis_name, eps):
+  """The identity, whose backward pass removes from the gradient g what BN's backward removes:
+  g - mean(g) - x_hat mean(g x_hat), with x_hat the input normalized by its batch statistics (over
+  the replicas of `axis_name`). Times BN's scale gamma / sqrt(var + eps) this is BN's gradient to
+  its input, so an affine layer whose scale is that reproduces BN's backward on this batch."""
+
+  @jax.custom_vjp
+  def identity(x):
+    return x
+
+  def mean(t):
+    m = jnp.mean(t, tuple(range(t.ndim - 1)))
+    return jax.lax.pmean(m, axis_name) if axis_name else m
+
+  def backward(x, g):
+    mu = mean(x)
+    x_hat = (x - mu) * jax.lax.rsqrt(mean(jnp.square(x)) - jnp.square(mu) + eps)
+    return (g - mean(g) - x_hat * mean(g * x_hat),)
+
+  identity.defvjp(lambda x: (x, x), backward)
+  return identity
 
 
 class _StopGradientBatchNorm(hk.Module):
@@ -225,8 +256,9 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16, bn_cross_replica_axi
   eval, optionally across replicas), "ln" (GroupNorm with one group: over
   (H, W, C) of a feature map, over C of a vector), "gn" (`gn_groups` groups of
   channels), "none" (identity, no parameters), "bn_stopgrad" (bn with no
-  gradient through its batch statistics) and "affine" (trainable scale and
-  offset of shape (C,), no statistics). Inputs are channels-last. Each
+  gradient through its batch statistics), "affine" (trainable scale and
+  offset of shape (C,), no statistics) and "affine_bn_backward" (affine whose
+  input gradient is BN's through the batch statistics). Inputs are channels-last. Each
   kind computes in float32 with float32 parameters and state, and returns the
   input dtype.
 
@@ -249,8 +281,10 @@ def make_norm(kind: str, *, name: str, gn_groups: int = 16, bn_cross_replica_axi
   scale_init = jnp.zeros if zero_init_scale else jnp.ones
   if kind == "none":
     return _identity
-  if kind == "affine":
-    return _in_float32(_Affine(zero_init_scale, name=name))
+  if kind in ("affine", "affine_bn_backward"):
+    return _in_float32(
+        _Affine(zero_init_scale, name=name, bn_backward=kind == "affine_bn_backward",
+                cross_replica_axis=bn_cross_replica_axis, eps=eps))
   if kind == "bn":
     return _in_float32(
         hk.BatchNorm(create_scale=True, create_offset=True, decay_rate=bn_decay_rate, eps=eps,
