@@ -79,6 +79,8 @@ def base_config():
   c.warmup_epochs = config_dict.placeholder(int)
   c.momentum = 0.9
   c.trust_coefficient = 1e-3
+  # LARS leaves biases and norm scales/offsets out of its trust ratio (official); True: an ablation.
+  c.lars_adapt_biases_and_norms = False
   c.tau_base = config_dict.placeholder(float)  # BYOL's target EMA rate at step 0.
   c.temperature = config_dict.placeholder(float)  # SimCLR's NT-Xent temperature.
   c.probe_lr = 1e-3  # Adam on the online linear probe, which sees stop_gradient(features).

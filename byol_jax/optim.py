@@ -37,16 +37,19 @@ def tau_schedule(*, tau_base, total_steps):
   return schedule
 
 
-def lars(learning_rate, *, weight_decay, momentum=0.9, trust_coefficient=1e-3):
+def lars(learning_rate, *, weight_decay, momentum=0.9, trust_coefficient=1e-3,
+         adapt_biases_and_norms=False):
   """LARS as an optax chain in the official BYOL order: decay, trust ratio, momentum, lr.
 
   mu <- momentum mu + eta ||w|| / ||g + wd w|| (g + wd w); update = -lr_t mu, for masked weights
   (biases and normalization parameters get neither decay nor the trust ratio). The scheduled lr
   multiplies the momentum trace, not its input as in `optax.lars`: the two differ whenever the lr
-  changes, e.g. throughout the warm-up.
+  changes, e.g. throughout the warm-up. `adapt_biases_and_norms` (an ablation) gives those the
+  trust ratio too, still without decay.
   """
+  adapt_mask = ((lambda params: jax.tree.map(lambda _: True, params))
+                if adapt_biases_and_norms else decay_and_adapt_mask)
   return optax.chain(
       optax.add_decayed_weights(weight_decay, mask=decay_and_adapt_mask),
-      optax.masked(optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient),
-                   decay_and_adapt_mask), optax.trace(decay=momentum),
-      optax.scale_by_learning_rate(learning_rate))
+      optax.masked(optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient), adapt_mask),
+      optax.trace(decay=momentum), optax.scale_by_learning_rate(learning_rate))

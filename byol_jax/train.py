@@ -91,8 +91,9 @@ def total_steps(config, steps_per_epoch):
 
 def make_optimizers(config, schedules):
   return (optim.lars(schedules.learning_rate, weight_decay=config.weight_decay,
-                     momentum=config.momentum,
-                     trust_coefficient=config.trust_coefficient), optax.adam(config.probe_lr))
+                     momentum=config.momentum, trust_coefficient=config.trust_coefficient,
+                     adapt_biases_and_norms=config.lars_adapt_biases_and_norms),
+          optax.adam(config.probe_lr))
 
 
 def _untrained_bn_state(state):

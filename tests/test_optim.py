@@ -64,6 +64,22 @@ def test_lars_matches_the_official_update_order_over_a_warmup():
                  updates, expected[step])
 
 
+def test_lars_can_adapt_biases_and_norms_without_decaying_them():
+  params = _params()
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  tx = optim.lars(lambda step: 1.0, weight_decay=0.1, trust_coefficient=1e-3,
+                  adapt_biases_and_norms=True)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  norm = "encoder/~/norm"
+  for name in ("scale", "offset"):
+    w, g = params[norm][name], grads[norm][name]
+    ratio = 1e-3 * jnp.linalg.norm(w) / jnp.linalg.norm(g) if jnp.linalg.norm(w) > 0 else 1.0
+    np.testing.assert_allclose(updates[norm][name], -ratio * g, rtol=1e-5)  # No decay in g.
+  official, _ = optim.lars(lambda step: 1.0, weight_decay=0.1).update(grads, tx.init(params),
+                                                                      params)
+  np.testing.assert_allclose(official[norm]["scale"], -grads[norm]["scale"])
+
+
 def test_lars_differs_from_lr_before_momentum_during_warmup():
   """optax.lars scales by the lr before the trace; with a rising lr its steps are smaller."""
   params = _params()
