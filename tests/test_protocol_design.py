@@ -65,7 +65,7 @@ def test_summarize_runs_reads_a_finished_workdir(tmp_path):
   config = {
       "dataset": "textures10", "norm": "gn", "init": "default", "image_size": 36, "epochs": 30,
       "seed": 1, "view1": {"hue": 0.5}, "eval": {"test_split": "validation"}, "base_lr": 1.0,
-      "tau_base": 0.99
+      "tau_base": 0.99, "warmup_epochs": 1
   }
   (tmp_path / "config.json").write_text(json.dumps(config))
   (tmp_path / "eval.json").write_text(
@@ -80,15 +80,19 @@ def test_summarize_runs_reads_a_finished_workdir(tmp_path):
   assert row["pos_cos"] == pytest.approx(0.5)  # The last five: steps 3-7.
   assert row["hue"] == 0.5 and row["knn_monitor"] == [(7, 0.3)]
   assert (row["base_lr"], row["tau_base"], row["init_seed"]) == (1.0, 0.99, "= seed")
-  config["init_seed"] = 0
+  # Runs from before the ablation keys had their official values.
+  assert (row["bn_stats_backward"], row["lars_adapt"], row["warmup"]) == ("affine", False, 1)
+  config.update(init_seed=0, bn_stats_backward="bn", lars_adapt_biases_and_norms=True)
   (tmp_path / "config.json").write_text(json.dumps(config))
-  assert summarize_runs.summarize(tmp_path)["init_seed"] == 0
+  row = summarize_runs.summarize(tmp_path)
+  assert (row["init_seed"], row["bn_stats_backward"], row["lars_adapt"]) == (0, "bn", True)
 
 
 def test_runs_that_differ_only_in_their_seed_are_one_recipe_with_paired_gains():
   from experiments.reproduction import summarize_runs  # pylint: disable=g-import-not-at-top
-  recipe = dict(dataset="textures10", norm="bn", init="default", image_size=36, hue=0.5, epochs=30,
-                base_lr=1.0, tau_base=0.99, init_seed="= seed", pos_cos=0.5)
+  recipe = dict(dataset="textures10", norm="bn", init="default", bn_stats_backward="affine",
+                lars_adapt=False, image_size=36, hue=0.5, epochs=30, base_lr=1.0, tau_base=0.99,
+                warmup=1, init_seed="= seed", pos_cos=0.5)
   rows = [
       dict(recipe, seed=0, linear=40.0, random_linear=30.0, knn=30.0, random_knn=20.0),
       dict(recipe, seed=1, linear=20.0, random_linear=10.0, knn=20.0, random_knn=10.0),

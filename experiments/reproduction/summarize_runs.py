@@ -16,8 +16,8 @@ from experiments.reproduction import protocol_screen
 
 RESULTS = experiments.RESULTS
 _LAST = 5
-_RECIPE = ("dataset", "norm", "init", "image_size", "hue", "epochs", "base_lr", "tau_base",
-           "init_seed")
+_RECIPE = ("dataset", "norm", "init", "bn_stats_backward", "lars_adapt", "image_size", "hue",
+           "epochs", "base_lr", "tau_base", "warmup", "init_seed")
 _SAME_AS_SEED = "= seed"  # The init_seed of a run whose initial weights follow config.seed.
 
 
@@ -29,6 +29,8 @@ def summarize(workdir):
     records = [json.loads(line) for line in f]
   last = records[-_LAST:]
   return dict(dataset=config["dataset"], norm=config["norm"], init=config["init"],
+              bn_stats_backward=config.get("bn_stats_backward", "affine"), lars_adapt=config.get(
+                  "lars_adapt_biases_and_norms", False), warmup=config["warmup_epochs"],
               image_size=config["image_size"], hue=config["view1"]["hue"], epochs=config["epochs"],
               base_lr=config["base_lr"], tau_base=config["tau_base"], seed=config["seed"],
               init_seed=_SAME_AS_SEED if config.get("init_seed") is None else config["init_seed"],
@@ -69,9 +71,9 @@ def main():
   (RESULTS / f"{args.out}.json").write_text(
       json.dumps({"cpu": machine.cpu_name(), "runs": rows}, indent=1))
   columns = [
-      "dataset", "norm", "init", "image_size", "hue", "epochs", "base_lr", "tau_base", "seed",
-      "init_seed", "eval_split", "linear", "random_linear", "knn", "random_knn", "pos_cos",
-      "neg_cos"
+      "dataset", "norm", "init", "bn_stats_backward", "lars_adapt", "image_size", "hue", "epochs",
+      "base_lr", "tau_base", "warmup", "seed", "init_seed", "eval_split", "linear", "random_linear",
+      "knn", "random_knn", "pos_cos", "neg_cos"
   ]
   lines = [
       f"# Runs: {args.out}", "",
