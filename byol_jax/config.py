@@ -8,6 +8,7 @@ before any work starts, so a bad value fails in seconds with a message that name
 value and the valid choices.
 """
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -218,7 +219,13 @@ def _reads(config, key):
 
 
 def changed_keys(saved, now):
-  """{key: (saved value, current value)} of the top-level keys that change what a run computes."""
+  """{key: (saved value, current value)} of the top-level keys that change what a run computes.
+
+  A key the saved config lacks was added since it was written, with a default that computes what
+  the code computed before: it counts as that default.
+  """
+  defaults = json.loads(base_config().to_json())
+  saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
   return {
       k: (saved.get(k), now.get(k))
       for k in sorted(set(saved) | set(now))

@@ -46,6 +46,16 @@ def test_a_key_only_the_other_method_reads_is_no_change():
   assert config_lib.changed_keys(saved, now.to_dict()) == {"tau_base": (0.996, 0.99)}
 
 
+def test_a_key_added_since_a_config_was_saved_counts_as_its_default():
+  """Workdirs written before bn_stats_backward existed resume; one that would change is named."""
+  saved = load("byol_bn_stats").to_dict()
+  del saved["bn_stats_backward"], saved["lars_adapt_biases_and_norms"]
+  now = load("byol_bn_stats")
+  assert config_lib.changed_keys(saved, now.to_dict()) == {}
+  now.bn_stats_backward = "bn"
+  assert config_lib.changed_keys(saved, now.to_dict()) == {"bn_stats_backward": ("affine", "bn")}
+
+
 def test_paper_hyper_parameters():
   gn = load("byol_gn_ws")
   assert (gn.norm, gn.gn_groups, gn.weight_standardization) == ("gn", 16, True)
