@@ -63,7 +63,7 @@ def test_paper_hyper_parameters():
   assert not gn.zero_init_last_norm  # The paper's init: scale 1 in every norm.
   tiny_gn = load("byol_gn_ws", "tiny")  # GN+WS collapsed with tiny's 0.99 or scale 1.
   assert tiny_gn.tau_base == 0.999 and tiny_gn.zero_init_last_norm
-  assert tiny_gn.epochs == 60  # At 30 it stayed under the random ResNet (reproduction.md).
+  assert tiny_gn.epochs == 60  # At 30 it stayed under the random ResNet (git history).
   bn = load("byol")
   assert (bn.base_lr, bn.weight_decay, bn.tau_base, bn.warmup_epochs) == (0.2, 1.5e-6, 0.996, 10)
   stats = load("byol_bn_stats")

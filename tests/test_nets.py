@@ -638,7 +638,7 @@ def test_bfloat16_resnet_close_to_float32(norm, ws):
 
 
 def test_identity_blocks_at_32px_see_only_the_top_left_corner():
-  # Why bn_stats' step-0 encoder is at chance on shapes10 (reproduction.md): with each block's
+  # Why bn_stats' step-0 encoder is at chance on shapes10 (git log): with each block's
   # last scale at 0 the blocks are the identity, and the stride-2 shortcuts keep position (0, 0).
   f = _resnet(depth=18, width=0.25, norm="affine", zero_init_last_norm=True)
   x = jax.random.normal(_RNG, (2, 32, 32, 3))

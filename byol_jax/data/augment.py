@@ -131,7 +131,8 @@ def gaussian_blur(image, sigma, kernel_size, padding="zeros"):
 
   Zeros outside the image darken a rim of `kernel_size // 2` pixels, as the official depthwise
   SAME convolution does. At 32 px that rim marks a blurred view so plainly that a network can
-  tell the two views apart by it (experiments/results/reproduction.md); "reflect" has no rim.
+  tell the two views apart by it (shapes10 runs, in the git history of
+  experiments/results/reproduction.md); "reflect" has no rim.
   """
   radius = kernel_size // 2
   offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
