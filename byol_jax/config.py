@@ -218,14 +218,16 @@ def _reads(config, key):
   return key not in METHOD_ONLY or config.get("method") == METHOD_ONLY[key]
 
 
-def changed_keys(saved, now):
-  """{key: (saved value, current value)} of the top-level keys that change what a run computes.
+def with_defaults(saved):
+  """A saved config (a dict from config.json) with the keys added since it was written, each at
+  its default, which computes what the code computed before."""
+  return {**json.loads(base_config().to_json()), **saved}
 
-  A key the saved config lacks was added since it was written, with a default that computes what
-  the code computed before: it counts as that default.
-  """
-  defaults = json.loads(base_config().to_json())
-  saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+
+def changed_keys(saved, now):
+  """{key: (saved value, current value)} of the top-level keys that change what a run computes;
+  a key the saved config lacks counts as its default (`with_defaults`)."""
+  saved = with_defaults(saved)
   return {
       k: (saved.get(k), now.get(k))
       for k in sorted(set(saved) | set(now))

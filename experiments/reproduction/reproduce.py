@@ -171,12 +171,7 @@ def _add_wall_time(workdir, seconds):
 
 def _expected_config(variant, seed, protocol):
   config = config_lib.from_file(str(REPO / protocol.config_spec(variant)))
-  for key, value in protocol.overrides(variant, seed).items():
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  config.update_from_flattened_dict(protocol.overrides(variant, seed))
   return json.loads(config.to_json_best_effort())
 
 
@@ -290,11 +285,11 @@ def report(variants, seeds, root, protocol, command, extra_flags=()):
 def _markdown(variants, records, pixels):
   """One row per variant over its seeds' records; returns the table and the rows as dicts."""
   by_variant = {v.name: [r for r in records if r["variant"] == v.name] for v in variants}
-  random_init = lambda key: max((np.mean([r[key]
-                                          for r in rows], dtype=float)
-                                 for rows in by_variant.values()
-                                 if rows), default=np.nan)
-  floor = [random_init("random_init_linear_top1"), random_init("random_init_knn_top1")]
+
+  def highest_mean(key):
+    return max(np.mean([r[key] for r in runs], dtype=float) for runs in by_variant.values() if runs)
+
+  floor = [highest_mean("random_init_linear_top1"), highest_mean("random_init_knn_top1")]
   if pixels is not None:
     floor = [max(f, p) for f, p in zip(floor, pixels)]
   header = ("| variant | paper | verdict | agrees | seeds | linear | kNN | random linear | "

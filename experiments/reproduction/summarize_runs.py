@@ -9,6 +9,7 @@ import argparse
 import json
 import pathlib
 
+from byol_jax import config as config_lib
 import experiments
 from experiments import machine
 from experiments.reproduction import intervals
@@ -23,17 +24,17 @@ _SAME_AS_SEED = "= seed"  # The init_seed of a run whose initial weights follow 
 
 def summarize(workdir):
   workdir = pathlib.Path(workdir)
-  config = json.loads((workdir / "config.json").read_text())
+  config = config_lib.with_defaults(json.loads((workdir / "config.json").read_text()))
   evaluation = json.loads((workdir / "eval.json").read_text())
   with open(workdir / "metrics.jsonl") as f:
     records = [json.loads(line) for line in f]
   last = records[-_LAST:]
   return dict(dataset=config["dataset"], norm=config["norm"], init=config["init"],
-              bn_stats_backward=config.get("bn_stats_backward", "affine"), lars_adapt=config.get(
-                  "lars_adapt_biases_and_norms", False), warmup=config["warmup_epochs"],
+              bn_stats_backward=config["bn_stats_backward"],
+              lars_adapt=config["lars_adapt_biases_and_norms"], warmup=config["warmup_epochs"],
               image_size=config["image_size"], hue=config["view1"]["hue"], epochs=config["epochs"],
               base_lr=config["base_lr"], tau_base=config["tau_base"], seed=config["seed"],
-              init_seed=_SAME_AS_SEED if config.get("init_seed") is None else config["init_seed"],
+              init_seed=_SAME_AS_SEED if config["init_seed"] is None else config["init_seed"],
               eval_split=config["eval"]["test_split"] or "default", linear=100 * evaluation["top1"],
               random_linear=100 * evaluation["random_init_top1"], knn=100 * evaluation["knn_top1"],
               random_knn=100 * evaluation["random_init_knn_top1"],
@@ -70,10 +71,9 @@ def main():
   rows = [summarize(workdir) for workdir in args.workdirs]
   (RESULTS / f"{args.out}.json").write_text(
       json.dumps({"cpu": machine.cpu_name(), "runs": rows}, indent=1))
-  columns = [
-      "dataset", "norm", "init", "bn_stats_backward", "lars_adapt", "image_size", "hue", "epochs",
-      "base_lr", "tau_base", "warmup", "seed", "init_seed", "eval_split", "linear", "random_linear",
-      "knn", "random_knn", "pos_cos", "neg_cos"
+  columns = list(_RECIPE[:-1]) + [
+      "seed", "init_seed", "eval_split", "linear", "random_linear", "knn", "random_knn", "pos_cos",
+      "neg_cos"
   ]
   lines = [
       f"# Runs: {args.out}", "",
