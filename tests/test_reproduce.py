@@ -86,17 +86,20 @@ def test_wall_time_and_cpus_add_up_over_the_attempts_of_a_run(tmp_path, monkeypa
       (workdir / "reproduce.json").read_text()) == {"wall_s": 100.0, "cpus": ["CPU A", "CPU B"]}
 
 
+def _check(workdir, variant, extra_flags=()):
+  saved = json.loads((workdir / "config.json").read_text())
+  reproduce.check_config(saved, str(workdir), variant, 0, VALIDATION, list(extra_flags))
+
+
 def test_a_run_of_another_protocol_is_refused_by_name(tmp_path):
   _fake_run(tmp_path / "bn" / "seed0", 0.5, 0.4, protocol=reproduce.Protocol("2", "cpu", "test"))
   with pytest.raises(SystemExit, match="eval.test_split: 'test' there, 'validation' here"):
-    reproduce.check_run(epath.Path(tmp_path / "bn" / "seed0"), reproduce.TABLE2[0], 0, VALIDATION,
-                        [])
+    _check(tmp_path / "bn" / "seed0", reproduce.TABLE2[0])
   _fake_run(tmp_path / "gn" / "seed0", 0.5, 0.4, variant=reproduce.TABLE2[3])
   with pytest.raises(SystemExit, match="norm: 'gn' there, 'bn' here"):
-    reproduce.check_run(epath.Path(tmp_path / "gn" / "seed0"), reproduce.TABLE2[0], 0, VALIDATION,
-                        [])
+    _check(tmp_path / "gn" / "seed0", reproduce.TABLE2[0])
   # A key the extra flags set is the user's to vary.
-  reproduce.check_run(epath.Path(tmp_path / "gn" / "seed0"), reproduce.TABLE2[0], 0, VALIDATION, [
+  _check(tmp_path / "gn" / "seed0", reproduce.TABLE2[0], [
       "--config.norm=gn", "--config.weight_standardization=true", "--config.base_lr=2.0",
       "--config.weight_decay=3e-8", "--config.tau_base=0.999", "--config.zero_init_last_norm=true"
   ])
@@ -145,3 +148,37 @@ def test_report_gives_intervals_verdicts_and_the_paper_beside_each_row(tmp_path,
                                                                                    ]
   assert written["rows"][0]["verdict"] == "learns" and written["runs"][0]["cpu"] == "Test CPU"
   assert "Wall time of all 3 runs: 3.0 min" in table
+
+
+def _report(root, seeds=(0, 1)):
+  return reproduce.report(reproduce.TABLE2, list(seeds), epath.Path(root), VALIDATION, "command")
+
+
+def test_runs_whose_workdirs_are_gone_keep_their_place_through_the_json(tmp_path, monkeypatch):
+  monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+  _fake_run(tmp_path / "machine_a" / "bn" / "seed0", 0.50, 0.40)
+  _report(tmp_path / "machine_a")
+  # Another machine: seed 0's workdir is not there, seed 1's is.
+  _fake_run(tmp_path / "machine_b" / "bn" / "seed1", 0.52, 0.40, seed=1)
+  table = _report(tmp_path / "machine_b")
+  assert "| bn | 74.3 | learns | yes | 2 | 51.0 ± 12.7 |" in table
+  written = json.loads((tmp_path / "table2_cpu_validation.json").read_text())
+  assert [(r["seed"], r["curve"]["step"]) for r in written["runs"]] == [(0, [10, 20]), (1, [10,
+                                                                                            20])]
+  # A workdir wins over the record of the same run.
+  _fake_run(tmp_path / "machine_c" / "bn" / "seed0", 0.30, 0.40)
+  assert "| 2 | 41.0 ±" in _report(tmp_path / "machine_c")
+
+
+def test_a_kept_record_of_another_protocol_is_refused_by_name(tmp_path, monkeypatch):
+  monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+  _fake_run(tmp_path / "runs" / "bn" / "seed0", 0.50, 0.40)
+  _report(tmp_path / "runs")
+  path = tmp_path / "table2_cpu_validation.json"
+  written = json.loads(path.read_text())
+  written["runs"][0]["run_config"]["image_size"] = 32
+  path.write_text(json.dumps(written))
+  with pytest.raises(
+      SystemExit, match="record of bn seed 0 in table2_cpu_validation.json .*"
+      "image_size: 32 there, 36 here"):
+    _report(tmp_path / "elsewhere")

@@ -12,6 +12,9 @@ unfinished one resumes from its checkpoint, so an interrupted reproduction conti
 stopped when the same command is run again. Flags after `--` go to every run. When the runs are done
 (or with --report_only) it writes experiments/results/table<N>_<scale>[_<split>].md and .json, and
 plots of the loss, the online probe's accuracy and the cosines over training, averaged over seeds.
+The JSON keeps each run's record (its numbers, curves and config.json): a run whose workdir is not
+on this machine keeps its place in the table through its record, which passes the same config check
+as a workdir.
 
 `--scale=cpu` runs each config's `tiny` preset under the CPU protocol (CPU_PROTOCOL, chosen on
 textures10's validation split: experiments/results/protocol_design.md): 36 px, 30 epochs for every
@@ -175,11 +178,10 @@ def _expected_config(variant, seed, protocol):
   return json.loads(config.to_json_best_effort())
 
 
-def check_run(workdir, variant, seed, protocol, extra_flags):
-  """Stops unless the run's config.json computes what this table's command does (config file,
-  preset, protocol, variant, seed, evaluation split): a table holds one protocol. Keys the extra
-  flags set are not compared."""
-  saved = json.loads((workdir / "config.json").read_text())
+def check_config(saved, source, variant, seed, protocol, extra_flags):
+  """Stops unless the saved config.json `saved` computes what this table's command does (config
+  file, preset, protocol, variant, seed, evaluation split): a table holds one protocol. Keys the
+  extra flags set are not compared. `source` names where `saved` came from, for the error."""
   expected = _expected_config(variant, seed, protocol)
   flagged = {m.group(1) for m in map(re.compile(r"--config\.(\w+)").match, extra_flags) if m}
   differ = {k: v for k, v in config_lib.changed_keys(saved, expected).items() if k not in flagged}
@@ -187,24 +189,47 @@ def check_run(workdir, variant, seed, protocol, extra_flags):
     differ["eval.test_split"] = (saved["eval"]["test_split"], expected["eval"]["test_split"])
   if differ:
     listing = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in differ.items())
-    sys.exit(f"[reproduce] {workdir} was not run by this table's command ({listing}); move it out "
-             "of the table's root or rerun it there.")
-
-
-def _read_run(workdir):
-  """(eval.json, the logged metrics, reproduce.json) of a finished run."""
-  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  attempts = json.loads((workdir / "reproduce.json").read_text())
-  return json.loads((workdir / "eval.json").read_text()), metrics, attempts
+    sys.exit(f"[reproduce] {source} was not run by this table's command ({listing}); move it out "
+             "of the table (its workdir out of the root, its record out of the JSON) or rerun it.")
 
 
 # Training metrics a record keeps, each averaged over the run's last logged batches.
 _FINAL_METRICS = ("positive_cosine", "negative_cosine", "within_view_cosine", "projection_std")
+# Training metrics a record keeps at every logged step, for the plots.
+_CURVES = ("loss", "probe_accuracy", "positive_cosine", "negative_cosine")
 
 
 def _final(metrics, key, last=5):
   """The mean of `key` over the last `last` logged steps (the logged values are single batches)."""
   return float(np.mean([m[key] for m in metrics[-last:]]))
+
+
+def _record(workdir, variant, seed):
+  """The record of one finished run: the numbers its table row is made of, its curves and its
+  config.json, so the table's JSON can stand in for the workdir once it is gone."""
+  evaluation = json.loads((workdir / "eval.json").read_text())
+  metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  attempts = json.loads((workdir / "reproduce.json").read_text())
+  curve = {key: [m[key] for m in metrics] for key in ("step",) + _CURVES}
+  return {
+      "variant": variant.name, "seed": seed, "config": variant.config,
+      "overrides": variant.overrides, "paper_top1": variant.paper,
+      "linear_top1": evaluation["top1"], "knn_top1": evaluation["knn_top1"],
+      "random_init_linear_top1": evaluation.get("random_init_top1"),
+      "random_init_knn_top1": evaluation.get("random_init_knn_top1"),
+      **{key: _final(metrics, key) for key in _FINAL_METRICS}, "steps": metrics[-1]["step"],
+      "wall_s": attempts["wall_s"], "cpu": ", ".join(attempts.get("cpus", [])) or "unknown",
+      "curve": curve, "run_config": json.loads((workdir / "config.json").read_text())
+  }
+
+
+def _previous_records(protocol):
+  """The records of the table's last JSON by (variant, seed): a run whose workdir is gone (runs
+  done on another machine) keeps its place in the table through them."""
+  path = RESULTS / f"{protocol.name}.json"
+  if not path.exists():
+    return {}
+  return {(r["variant"], r["seed"]): r for r in json.loads(path.read_text())["runs"]}
 
 
 def pixel_baseline(dataset, split):
@@ -247,21 +272,26 @@ def agrees(paper, ours):
 
 def report(variants, seeds, root, protocol, command, extra_flags=()):
   """Writes the Markdown and JSON tables and the plots of the finished runs; returns the table."""
-  runs = {}
+  previous, records = _previous_records(protocol), []
   for variant in variants:
-    done = [s for s in seeds if (root / variant.name / f"seed{s}" / "eval.json").exists()]
-    for seed in done:
-      check_run(root / variant.name / f"seed{seed}", variant, seed, protocol, extra_flags)
-    if done:
-      runs[variant.name] = (variant, [_read_run(root / variant.name / f"seed{s}") for s in done],
-                            done)
-  records = _per_seed_records(runs)
+    for seed in seeds:
+      workdir = root / variant.name / f"seed{seed}"
+      if (workdir / "eval.json").exists():
+        record = _record(workdir, variant, seed)
+        source = str(workdir)
+      elif (variant.name, seed) in previous:
+        record = previous[(variant.name, seed)]
+        source = f"the record of {variant.name} seed {seed} in {protocol.name}.json"
+      else:
+        continue
+      check_config(record["run_config"], source, variant, seed, protocol, extra_flags)
+      records.append(record)
   if not records:
-    sys.exit(f"[reproduce] no finished runs under {root}.")
+    sys.exit(f"[reproduce] no finished runs under {root} or in {protocol.name}.json.")
   dataset = CPU_PROTOCOL["dataset"] if protocol.scale == "cpu" else "imagenet2012"
   pixels = pixel_baseline(dataset, protocol.split) if protocol.scale == "cpu" else None
   text, rows = _markdown(variants, records, pixels)
-  _plot(runs, RESULTS / protocol.name)
+  _plot(variants, records, RESULTS / protocol.name)
   (RESULTS / f"{protocol.name}.json").write_text(
       json.dumps({"command": command, "pixels": pixels, "rows": rows, "runs": records}, indent=1) +
       "\n")
@@ -327,40 +357,23 @@ def _markdown(variants, records, pixels):
   return "\n".join(lines), rows
 
 
-def _per_seed_records(runs):
-  """One record per (variant, seed): the numbers the Markdown table is made of."""
-  records = []
-  for variant, results, seeds in runs.values():
-    for (evaluation, metrics, attempts), seed in zip(results, seeds):
-      final = {key: _final(metrics, key) for key in _FINAL_METRICS}
-      records.append({
-          "variant": variant.name, "seed": seed, "config": variant.config,
-          "overrides": variant.overrides, "paper_top1": variant.paper,
-          "linear_top1": evaluation["top1"], "knn_top1": evaluation["knn_top1"],
-          "random_init_linear_top1": evaluation.get("random_init_top1"),
-          "random_init_knn_top1": evaluation.get("random_init_knn_top1"),
-          **final, "steps": metrics[-1]["step"], "wall_s": attempts["wall_s"],
-          "cpu": ", ".join(attempts.get("cpus", [])) or "unknown"
-      })
-  return records
-
-
-def _plot(runs, prefix):
+def _plot(variants, records, prefix):
+  """Each variant's curves averaged over the seeds whose records have them (records written before
+  records kept curves have none); the legend gives how many."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  def curve(results, key):
-    steps = [m["step"] for m in results[0][1]]
-    values = np.mean([[m[key] for m in r[1][:len(steps)]] for r in results], axis=0)
-    return steps, values
 
   panels = {"curves": ("loss", "probe_accuracy"), "cosine": ("positive_cosine", "negative_cosine")}
   for panel, keys in panels.items():
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, keys):
-      for name, (_, results, _) in runs.items():
-        ax.plot(*curve(results, key), label=name)
+      for variant in variants:
+        curves = [r["curve"] for r in records if r["variant"] == variant.name and "curve" in r]
+        if curves:
+          steps = min((c["step"] for c in curves), key=len)
+          values = np.mean([c[key][:len(steps)] for c in curves], axis=0)
+          ax.plot(steps, values, label=f"{variant.name} ({len(curves)} seeds)")
       ax.set_xlabel("step")
       ax.set_title(key.replace("_", " ") + " (mean over seeds)")
     axes[0].legend(fontsize=7)
