@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 # depth -> (bottleneck?, blocks per stage), as byol_jax.nets.resnet.
 DEPTHS = {
+    10: (False, (1, 1, 1, 1)),
     18: (False, (2, 2, 2, 2)),
     34: (False, (3, 4, 6, 3)),
     50: (True, (3, 4, 6, 3)),

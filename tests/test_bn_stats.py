@@ -46,8 +46,8 @@ def _tapped(config, bn_stats_pass, norm_paths):
 def test_every_norm_is_initialized(setup):
   config, state, _, params = setup
   norms = [k for k, v in params.items() if set(v) == {"scale", "offset"}]
-  # ResNet-18: stem + 2 per block x 8 blocks + 4 projection shortcuts; plus the two heads.
-  assert len(norms) == 1 + 16 + 4 + 2
+  # ResNet-10: stem + 2 per block x 4 blocks + 4 projection shortcuts; plus the two heads.
+  assert len(norms) == 1 + 8 + 4 + 2
   assert not config.zero_init_last_norm  # gamma0 = 0 is the modified init's own definition.
   for name in norms:
     if nets.is_last_block_norm(name):  # gamma0 = 0: scale and offset 0.

@@ -103,7 +103,7 @@ def test_bn_stats_override_works_from_any_byol_config(name):
      "'none', 'bn_stopgrad')"),
     ("method", "moco", "config.method='moco' is not valid"),
     ("init", "zeros", "config.init='zeros' is not valid"),
-    ("depth", 42, "config.depth=42 is not valid; choose one of (18, 34, 50, 101, 152, 200)"),
+    ("depth", 42, "config.depth=42 is not valid; choose one of (10, 18, 34, 50, 101, 152, 200)"),
     ("stem", "vit", "config.stem='vit'"),
     ("width", 8, "config.width=8"),
     ("batch_size", 0, "config.batch_size=0 must be a positive integer"),

@@ -32,7 +32,7 @@ _RELATIVE_BOUND = 1e-5
 
 
 def _save_random_encoder(directory, **overrides):
-  """Saves a ResNet-18 x0.25 (32 px) whose norm parameters and BN statistics are random."""
+  """Saves a ResNet-10 x0.25 (32 px) whose norm parameters and BN statistics are random."""
   overrides = {"stem": "imagenet", "image_size": 32, "compute_dtype": "float32", **overrides}
   if overrides.get("init") != "bn_stats":
     overrides.setdefault("bn_cross_replica", False)  # init outside pmap.
@@ -111,7 +111,7 @@ def test_same_padding_is_lax_s():
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-  """A BN ResNet-18's export and its PyTorch file."""
+  """A BN ResNet-10's export and its PyTorch file."""
   directory = tmp_path_factory.mktemp("export")
   _save_random_encoder(directory / "encoder", norm="bn")
   export_torch.export_encoder(directory / "encoder", directory / "encoder.pt")
@@ -124,15 +124,15 @@ def test_state_dict_has_torchvision_s_bn_keys(saved):
   assert {k.rpartition(".")[2] for k in state_dict if k.startswith("bn1.")} == bn
   assert state_dict["conv1.weight"].shape == (16, 3, 7, 7)  # OIHW, width 0.25.
   assert state_dict["layer2.0.downsample.0.weight"].shape == (32, 16, 1, 1)
-  assert int(state_dict["layer4.1.bn2.num_batches_tracked"]) == 7
+  assert int(state_dict["layer4.0.bn2.num_batches_tracked"]) == 7
 
 
 def test_load_is_strict(saved):
   saved_file = torch.load(saved / "encoder.pt", weights_only=True)
   encoder = torch_resnet.from_config(saved_file["config"])
   missing = dict(saved_file["state_dict"])
-  del missing["layer3.1.bn2.running_var"]
-  with pytest.raises(RuntimeError, match=r"Missing key\(s\).*layer3\.1\.bn2\.running_var"):
+  del missing["layer3.0.bn2.running_var"]
+  with pytest.raises(RuntimeError, match=r"Missing key\(s\).*layer3\.0\.bn2\.running_var"):
     encoder.load_state_dict(missing)
   wrong_shape = dict(saved_file["state_dict"])
   wrong_shape["layer1.0.conv1.weight"] = wrong_shape["layer1.0.conv1.weight"][:, :8]

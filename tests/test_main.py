@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # here: each property below holds for any network, and these runs all compile the same programs,
 # which JAX's persistent cache (conftest.py) then serves to the processes after the first.
 SMALL = {
+    "depth": 10,
     "stem": "cifar",
     "width": 0.25,
     "projector_hidden_size": 32,
@@ -339,9 +340,9 @@ def test_two_processes_stop_together_survive_a_lost_peer_and_equal_one_process(
   assert outcome.completed
   run.export_encoder(plan, str(tmp_path / "reference"), outcome.state)
   # 2 x 2 and 1 x 4 devices sum in different orders, and training amplifies the float32
-  # difference: equal to 1e-5 over the first steps, then growing (5.7e-4 by step 7, 1.03e-3 by
-  # step 8 in one CI run, 3.0e-3 by step 10 of this network). Wrong sharding or statistics differ
-  # from step 1 on.
+  # difference: equal to 1e-5 over the first steps, then growing (with ResNet-18, which these runs
+  # trained before: 5.7e-4 by step 7, 1.03e-3 by step 8 in one CI run, 3.0e-3 by step 10). Wrong
+  # sharding or statistics differ from step 1 on.
   losses = [m["loss"] for m in metrics]
   reference_losses = [m["loss"] for m in _metrics(tmp_path / "reference")]
   np.testing.assert_allclose(losses[:3], reference_losses[:3], rtol=1e-5)
@@ -351,7 +352,7 @@ def test_two_processes_stop_together_survive_a_lost_peer_and_equal_one_process(
     assert set(hosts) == set(one)
     for key in one:
       # The norms' offsets and scales take the raw lr (LARS leaves them out), so they drift most:
-      # 1.25e-2 apart after 10 steps of this network (the stem norm's offset).
+      # 1.25e-2 apart after 10 steps of ResNet-18 (the stem norm's offset).
       np.testing.assert_allclose(hosts[key], one[key], rtol=1e-2, atol=2e-2, err_msg=key)
 
 

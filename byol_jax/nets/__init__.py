@@ -4,7 +4,7 @@ All are Haiku modules (build them inside hk.transform_with_state) called as
 `module(x, is_training)` on channels-last float inputs.
 
 - `ResNet(depth, width, stem, norm, weight_standardization, ...)`: ResNet v1
-  (18, 34, 50, 101, 152, 200) returning the pooled embedding, of width
+  (10, 18, 34, 50, 101, 152, 200; 10 for tests) returning the pooled embedding, of width
   `embedding_size(depth, width)`. `stem="cifar"` is a 3x3/1 conv without max-pool.
 - `MLP(hidden_size, output_size, norm, weight_standardization, ...)`: the
   projector / predictor, Linear -> norm -> ReLU -> Linear (no bias).

@@ -20,8 +20,10 @@ import jax.numpy as jnp
 
 from byol_jax.nets import layers
 
-# depth -> (bottleneck?, blocks per stage).
+# depth -> (bottleneck?, blocks per stage). 10 is not the paper's: the smallest ResNet (one block
+# per stage), for tests and smoke runs.
 _DEPTHS = {
+    10: (False, (1, 1, 1, 1)),
     18: (False, (2, 2, 2, 2)),
     34: (False, (3, 4, 6, 3)),
     50: (True, (3, 4, 6, 3)),
@@ -112,7 +114,7 @@ class ResNet(hk.Module):
     """Builds the network.
 
     Args:
-      depth: one of 18, 34, 50, 101, 152, 200.
+      depth: one of 10, 18, 34, 50, 101, 152, 200.
       width: channel multiplier (stem included): 1 to 4 as in BYOL's wider
         encoders, or 0.25 / 0.5 for small-scale work on a CPU.
       stem: "imagenet" (7x7/2 conv, norm, relu, 3x3/2 max-pool) or "cifar"
